@@ -1,0 +1,495 @@
+"""YAML files become validated, frozen dataclasses here, at the boundary.
+
+Every field is type-checked and unknown keys are rejected. Errors name the file, the field's dotted
+path, the bad value and what is allowed, e.g.::
+
+    studies/omni_5w1s.yaml: learner.strategy='mamll' is not one of ['fomaml', 'maml', ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+Strategy = Literal["maml", "fomaml", "reptile", "metasgd", "pretrain", "random"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+Protocol = Literal["maml", "vinyals", "lake"]
+Downsample = Literal["stride", "maxpool"]
+Norm = Literal["batch", "instance", "layer", "none"]
+Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
+Head = Literal["mean", "flatten"]
+InitScheme = Literal["kaiming", "xavier", "orthogonal"]
+InnerOptimizer = Literal["sgd", "adam"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which class split (protocol) of Omniglot and at what image size."""
+
+    protocol: Protocol = "maml"
+    image_size: int = 28
+
+    def __post_init__(self) -> None:
+        _check(8 <= self.image_size <= 105, "data.image_size", self.image_size, "an integer in [8, 105]")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The N-way K-shot episode shape: ``query`` examples per class are scored after adaptation."""
+
+    ways: int = 5
+    shots: int = 1
+    query: int = 15
+
+    def __post_init__(self) -> None:
+        _check(self.ways >= 2, "task.ways", self.ways, "an integer >= 2")
+        _check(self.shots >= 1, "task.shots", self.shots, "an integer >= 1")
+        _check(self.query >= 1, "task.query", self.query, "an integer >= 1")
+        _check(
+            self.shots + self.query <= 20,
+            "task.shots + task.query",
+            self.shots + self.query,
+            "at most 20 (Omniglot has 20 drawings of each character)",
+        )
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """The few-shot network. The defaults are the MAML paper's Omniglot network."""
+
+    blocks: int = 4
+    channels: int = 64
+    kernel: int = 3
+    downsample: Downsample = "stride"
+    norm: Norm = "batch"
+    activation: Activation = "relu"
+    head: Head = "mean"
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.blocks <= 8, "architecture.blocks", self.blocks, "an integer in [1, 8]")
+        _check(1 <= self.channels <= 1024, "architecture.channels", self.channels, "an integer in [1, 1024]")
+        _check(self.kernel in (1, 3, 5, 7), "architecture.kernel", self.kernel, "one of [1, 3, 5, 7]")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """The initialization strategy and its learning rates.
+
+    ``inner_lr``/``train_steps``/``test_steps`` drive adaptation (fine-tuning for ``pretrain`` and
+    ``random``); ``outer_lr`` is the meta (or pre-training) Adam learning rate; ``meta_step`` is Reptile's
+    initial outer step size, annealed linearly to 0; ``init`` is the weight initialization scheme.
+    """
+
+    strategy: Strategy = "maml"
+    inner_lr: float = 0.4
+    train_steps: int = 1
+    test_steps: int = 3
+    outer_lr: float = 1e-3
+    meta_batch: int = 32
+    inner_optimizer: InnerOptimizer = "sgd"
+    meta_step: float = 1.0
+    init: InitScheme = "kaiming"
+
+    def __post_init__(self) -> None:
+        _check(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a number > 0")
+        _check(self.train_steps >= 1, "learner.train_steps", self.train_steps, "an integer >= 1")
+        _check(self.test_steps >= 0, "learner.test_steps", self.test_steps, "an integer >= 0")
+        _check(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a number > 0")
+        _check(self.meta_batch >= 1, "learner.meta_batch", self.meta_batch, "an integer >= 1")
+        _check(0 < self.meta_step <= 1, "learner.meta_step", self.meta_step, "a number in (0, 1]")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """When meta-training stops: after ``iterations`` meta-iterations or ``seconds``, whichever is first."""
+
+    iterations: int = 1000
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.iterations >= 0, "budget.iterations", self.iterations, "an integer >= 0")
+        _check(self.seconds is None or self.seconds > 0, "budget.seconds", self.seconds, "a number > 0 or null")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Development scoring during training: ``dev_episodes`` fixed episodes every ``every`` iterations.
+
+    ``seed`` fixes the dev and test episode sets; it is kept apart from the training seed so that every
+    learner is scored on the same episodes and scores are paired.
+    """
+
+    dev_episodes: int = 100
+    every: int = 200
+    batch: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.dev_episodes >= 1, "evaluation.dev_episodes", self.dev_episodes, "an integer >= 1")
+        _check(self.every >= 1, "evaluation.every", self.every, "an integer >= 1")
+        _check(self.batch >= 1, "evaluation.batch", self.batch, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to meta-train and evaluate one candidate learner φ."""
+
+    name: str = "learner"
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    architecture: ArchConfig = field(default_factory=ArchConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that :func:`train_config_from_dict` turns back into an equal config."""
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, name: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected {allowed}.")
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: object, where: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from plain YAML data, checking keys and types.
+
+    Args:
+        cls: a dataclass type.
+        data: a mapping (or None for all defaults).
+        where: the dotted path of ``data`` inside its file, for messages.
+
+    Raises:
+        ConfigError: on an unknown key, a wrong type, a value not allowed.
+    """
+    prefix = f"{where}." if where else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'the file'} must be a mapping of fields, but got {_show(data)}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]} is not a known field; allowed fields: {names}.")
+    kwargs = {name: _coerce(hints[name], data[name], prefix + name) for name in names if name in data}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if not where or message.startswith(where) else f"{prefix}{message}") from None
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)  # type: ignore[arg-type]
+    if origin is Literal:
+        choices = list(get_args(tp))
+        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
+            raise ConfigError(f"{path}={value!r} is not one of {sorted(choices, key=str)}.")
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}={value!r} must be a list.")
+        item = get_args(tp)[0]
+        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}={value!r} must be a mapping.")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r} must be true or false.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}={value!r} must be an integer.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}={value!r} must be a number.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}={value!r} must be a string.")
+        return value
+    if tp is Any or tp is object:
+        return value
+    raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in nas-meta, not in the file
+
+
+def _show(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file with ``yaml.safe_load``; a missing or malformed file gives a ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file.") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}).") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: is not valid YAML: {err}") from None
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read ``path`` into the dataclass ``cls``; errors are prefixed with the file name."""
+    data = read_yaml(path)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a training config (e.g. ``studies/baselines/maml-5w1s.yaml``)."""
+    return load_config(TrainConfig, path)
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Inverse of :meth:`TrainConfig.to_dict`."""
+    return from_dict(TrainConfig, data)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text for plain data, keys in insertion order."""
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# -- search spaces and studies ------------------------------------------------------------------------
+
+ParamType = Literal["float", "int", "categorical"]
+SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2"]
+PrunerName = Literal["median", "hyperband", "wilcoxon", "none"]
+Objective = Literal["dev_loss", "parameters", "latency"]
+SEARCHABLE_SECTIONS = ("architecture", "learner")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched dimension of φ: a TrainConfig field (``learner.inner_lr``) and its distribution.
+
+    ``when`` makes it conditional: ``{learner.strategy: [maml, fomaml]}`` suggests it only when every
+    named, earlier parameter took one of the listed values. ``label`` is the Optuna parameter name
+    (default: ``name``); give one when the same field has several conditional ranges.
+    """
+
+    name: str
+    type: ParamType
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+    when: dict[str, Any] | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        section, _, field_name = self.name.partition(".")
+        allowed = [f"{s}.{f.name}" for s in SEARCHABLE_SECTIONS for f in dataclasses.fields(_SECTION_TYPES[s])]
+        _check(section in SEARCHABLE_SECTIONS and self.name in allowed, "name", self.name, f"one of {allowed}")
+        if self.type == "categorical":
+            _check(self.choices is not None and len(self.choices) > 0, "choices", self.choices, "a non-empty list")
+            _check(self.low is None and self.high is None, "low/high", (self.low, self.high),
+                   "unset for a categorical parameter (use choices)")
+        else:
+            _check(self.choices is None, "choices", self.choices, f"unset for a {self.type} parameter (use low/high)")
+            _check(self.low is not None and self.high is not None, "low/high", (self.low, self.high),
+                   f"both set for a {self.type} parameter")
+            assert self.low is not None and self.high is not None
+            _check(self.low < self.high, "low", self.low, f"less than high={self.high}")
+            _check(not self.log or self.low > 0, "low", self.low, "> 0 with log: true (a log scale starts above 0)")
+            _check(not (self.log and self.step is not None), "step", self.step, "unset with log: true")
+            if self.type == "int":
+                _check(float(self.low).is_integer() and float(self.high).is_integer(), "low/high",
+                       (self.low, self.high), "integers for an int parameter")
+
+    @property
+    def key(self) -> str:
+        """The Optuna parameter name."""
+        return self.label or self.name
+
+    def values_to_check(self) -> list[Any]:
+        """Values whose validity as ``name`` is checked when the space is loaded."""
+        if self.type == "categorical":
+            return list(self.choices or ())
+        return [int(self.low) if self.type == "int" else self.low, int(self.high) if self.type == "int" else self.high]  # type: ignore[arg-type]
+
+
+_SECTION_TYPES: dict[str, type] = {"architecture": ArchConfig, "learner": LearnerConfig}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The searched part of φ. ``fixed`` sets fields to one value for every candidate."""
+
+    name: str
+    parameters: tuple[ParamSpec, ...]
+    description: str = ""
+    fixed: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        keys = [p.key for p in self.parameters]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        _check(not duplicates, "parameters", duplicates, "unique labels (add `label:` to tell conditional ranges apart)")
+        seen: dict[str, ParamSpec] = {}
+        for i, p in enumerate(self.parameters):
+            for cond, values in (p.when or {}).items():
+                _check(cond in seen, f"parameters[{i}].when", cond,
+                       f"a parameter declared before {p.key!r}: one of {sorted(seen)}")
+                _check(isinstance(values, list) and len(values) > 0, f"parameters[{i}].when.{cond}", values,
+                       "a non-empty list of values")
+                ref = seen[cond]
+                if ref.type == "categorical":
+                    bad = [v for v in values if v not in (ref.choices or ())]
+                    _check(not bad, f"parameters[{i}].when.{cond}", bad, f"values among {list(ref.choices or ())}")
+            seen[p.key] = p
+        base = TrainConfig()
+        for i, p in enumerate(self.parameters):
+            for value in p.values_to_check():
+                try:
+                    apply_overrides(base, {p.name: value})
+                except ConfigError as err:
+                    raise ConfigError(f"parameters[{i}] ({p.key}): {value!r} is not a valid value: {err}") from None
+        if self.fixed:
+            try:
+                apply_overrides(base, self.fixed)
+            except ConfigError as err:
+                raise ConfigError(f"fixed: {err}") from None
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Optuna sampler: ``tpe`` (default), ``random``, ``cmaes``, ``gp`` or ``nsga2`` (multi-objective)."""
+
+    name: SamplerName = "tpe"
+    seed: int | None = None
+    n_startup_trials: int = 10
+
+    def __post_init__(self) -> None:
+        _check(self.n_startup_trials >= 0, "sampler.n_startup_trials", self.n_startup_trials, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """Optuna pruner: ``median`` (default), ``hyperband``, ``wilcoxon`` (per-dev-task losses) or ``none``."""
+
+    name: PrunerName = "median"
+    n_startup_trials: int = 3
+    n_warmup_steps: int = 0
+    reduction_factor: int = 3
+    p_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.reduction_factor >= 2, "pruner.reduction_factor", self.reduction_factor, "an integer >= 2")
+        _check(0 < self.p_threshold < 1, "pruner.p_threshold", self.p_threshold, "a number in (0, 1)")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A search study: episodes, per-trial budget, search space, objectives, sampler, pruner, storage, trials.
+
+    ``architecture`` and ``learner`` give the values of every field the search space does not set.
+    ``baselines`` names training configs enqueued as the first trials (``studies/baselines/<name>-<W>w<S>s.yaml``
+    or a path), so the study holds its own baselines, scored like every candidate.
+    """
+
+    name: str
+    search_space: str
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    architecture: ArchConfig = field(default_factory=ArchConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    objectives: tuple[Objective, ...] = ("dev_loss",)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    storage: str | None = None
+    n_trials: int = 20
+    timeout: float | None = None
+    baselines: tuple[str, ...] = ("maml", "reptile")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.objectives) and self.objectives[0] == "dev_loss", "objectives", list(self.objectives),
+               "a list starting with 'dev_loss' (optionally followed by 'parameters' or 'latency')")
+        _check(len(self.objectives) <= 2 and len(set(self.objectives)) == len(self.objectives), "objectives",
+               list(self.objectives), "one or two distinct objectives")
+        multi = len(self.objectives) > 1
+        _check(not multi or self.sampler.name in ("tpe", "random", "nsga2", "gp"), "sampler.name", self.sampler.name,
+               "one of ['gp', 'nsga2', 'random', 'tpe'] for a multi-objective study (CMA-ES is single-objective)")
+        _check(multi or self.sampler.name != "nsga2", "sampler.name", self.sampler.name,
+               "one of ['cmaes', 'gp', 'random', 'tpe'] for a single-objective study (NSGA-II needs two objectives)")
+        _check(not multi or self.pruner.name == "none", "pruner.name", self.pruner.name,
+               "'none' for a multi-objective study (Optuna prunes single-objective studies only)")
+        _check(self.n_trials >= 1, "n_trials", self.n_trials, "an integer >= 1")
+        _check(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "a number > 0 or null")
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        from .data import PROTOCOL_CLASSES
+
+        for split, count in PROTOCOL_CLASSES[self.data.protocol].items():
+            _check(self.task.ways <= count, "task.ways", self.task.ways,
+                   f"at most {count}, the classes of the {self.data.protocol!r} protocol's {split} split")
+
+    def base_config(self) -> TrainConfig:
+        """The training config every candidate starts from, before the search space's values."""
+        return TrainConfig(self.name, self.data, self.task, self.architecture, self.learner, self.budget,
+                           self.evaluation, self.seed)
+
+
+def apply_overrides(config: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with dotted fields (``learner.inner_lr``) set, validated like a file's values."""
+    data = config.to_dict()
+    for dotted, value in values.items():
+        section, _, name = dotted.partition(".")
+        if section not in data or not isinstance(data[section], dict) or name not in data[section]:
+            raise ConfigError(f"{dotted} is not a field of a training config.")
+        data[section][name] = list(value) if isinstance(value, tuple) else value
+    return train_config_from_dict(data)
+
+
+def load_search_space(path: str | Path) -> SearchSpace:
+    """Read ``search_spaces/*.yaml``; errors name the file, field, value and what is allowed."""
+    return load_config(SearchSpace, path)
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    """Read ``studies/*.yaml`` (the search space file it names is read and checked too)."""
+    spec = load_config(StudySpec, path)
+    load_search_space(resolve_relative(path, spec.search_space))
+    return spec
+
+
+def resolve_relative(anchor: str | Path, target: str) -> Path:
+    """``target`` as written in the file ``anchor``: relative to that file's folder, else to the working dir."""
+    candidate = Path(anchor).parent / target
+    return candidate if candidate.exists() or not Path(target).exists() else Path(target)

@@ -1,0 +1,82 @@
+"""Process-wide runtime set-up: seeding, device resolution and logging handlers.
+
+This is the only module that seeds random number generators or names a device string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+_PACKAGE_LOGGER = "nas_meta"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's generators (all CUDA devices included).
+
+    Args:
+        seed: a non-negative integer.
+
+    Raises:
+        ValueError: if ``seed`` is negative.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, but got {seed=}.")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn a ``--device`` value into a :class:`torch.device`.
+
+    Args:
+        spec: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: if the value is not one of the allowed forms, or names a CUDA device that is absent.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec!r} was asked for, but PyTorch sees no CUDA device; use 'auto' or 'cpu'.")
+        index = int(spec[5:]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {spec!r} names GPU {index}, but only {torch.cuda.device_count()} are visible "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})."
+            )
+        return torch.device(spec)
+    raise ValueError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {spec!r}.")
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Attach one stderr handler to the package logger (called by the CLI only).
+
+    Args:
+        verbosity: 0 for INFO, 1 or more for DEBUG, negative for WARNING.
+    """
+    level = logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.WARNING
+    logger = logging.getLogger(_PACKAGE_LOGGER)
+    logger.setLevel(level)
+    if not any(getattr(h, "_nas_meta", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(message)s", "%H:%M:%S"))
+        handler._nas_meta = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def default_cache_dir() -> str:
+    """Where nas-meta keeps downloads and decoded caches: ``$NAS_META_CACHE`` or ``~/.cache/nas-meta``."""
+    return os.environ.get("NAS_META_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nas-meta")
