@@ -1,0 +1,98 @@
+"""Episode sampling on synthetic images whose pixels encode (character, drawing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nas_meta.data import ClassSet
+from nas_meta.episodes import EpisodeSampler
+from nas_meta.errors import ConfigError
+
+CHARS, SIZE = 30, 6
+
+
+def coded_images() -> torch.Tensor:
+    """images[c, d] has pixel (0, 0) = c, pixel (0, 1) = d and pixel (SIZE-1, SIZE-1) = 200 (marks rotation)."""
+    images = torch.zeros(CHARS, 20, SIZE, SIZE, dtype=torch.uint8)
+    images[:, :, 0, 0] = torch.arange(CHARS, dtype=torch.uint8)[:, None]
+    images[:, :, 0, 1] = torch.arange(20, dtype=torch.uint8)[None, :]
+    images[:, :, -1, -1] = 200
+    return images
+
+
+def decode(x: torch.Tensor, rotation: int) -> tuple[int, int]:
+    img = torch.rot90((x[0] * 255).round().to(torch.int64), -rotation, dims=(-2, -1))
+    assert int(img[-1, -1]) == 200
+    return int(img[0, 0]), int(img[0, 1])
+
+
+def test_shapes_labels_and_contents() -> None:
+    classes = ClassSet(np.arange(0, CHARS, 2), np.zeros(CHARS // 2, dtype=np.int64), random_rotation=True)
+    sampler = EpisodeSampler(coded_images(), classes, ways=4, shots=2, query=3)
+    index = sampler.sample_index(torch.Generator().manual_seed(0), 5)
+    ep = sampler.build(index)
+    assert ep.support_x.shape == (5, 8, 1, SIZE, SIZE) and ep.query_x.shape == (5, 12, 1, SIZE, SIZE)
+    assert ep.support_y.tolist()[0] == [0, 0, 1, 1, 2, 2, 3, 3]
+    for t in range(5):
+        assert len(set(index.classes[t].tolist())) == 4
+        for label in range(4):
+            char = int(classes.characters[index.classes[t, label]])
+            rot = int(index.rotations[t, label])
+            seen = [decode(ep.support_x[t, i], rot) for i in range(8) if ep.support_y[t, i] == label]
+            seen += [decode(ep.query_x[t, i], rot) for i in range(12) if ep.query_y[t, i] == label]
+            assert {c for c, _ in seen} == {char}  # one character per label, only from the split
+            assert len({d for _, d in seen}) == 5  # K + Q distinct drawings
+            assert int(ep.class_ids[t, label]) == int(index.classes[t, label]) * 4 + rot
+
+
+def test_rotations_are_random_per_task_for_maml_and_fixed_otherwise() -> None:
+    n = CHARS
+    random_rot = EpisodeSampler(coded_images(), ClassSet(np.arange(n), np.zeros(n, dtype=np.int64), True), 5, 1, 1)
+    index = random_rot.sample_index(torch.Generator().manual_seed(1), 200)
+    assert set(index.rotations.flatten().tolist()) == {0, 1, 2, 3}
+    fixed = ClassSet(np.repeat(np.arange(5), 4), np.tile(np.arange(4), 5), False)
+    sampler = EpisodeSampler(coded_images(), fixed, 5, 1, 1)
+    index = sampler.sample_index(torch.Generator().manual_seed(1), 50)
+    assert torch.equal(index.rotations, torch.as_tensor(fixed.rotations)[index.classes])
+
+
+def test_labels_are_a_fresh_permutation_per_task() -> None:
+    sampler = EpisodeSampler(coded_images(), ClassSet(np.arange(5), np.zeros(5, dtype=np.int64), False), 5, 1, 1)
+    index = sampler.sample_index(torch.Generator().manual_seed(0), 100)
+    orders = {tuple(index.classes[t].tolist()) for t in range(100)}
+    assert len(orders) > 50  # the same 5 classes get different labels in different tasks
+
+
+def test_fixed_sets_are_deterministic_and_seeded() -> None:
+    sampler = EpisodeSampler(coded_images(), ClassSet(np.arange(CHARS), np.zeros(CHARS, dtype=np.int64), True), 5, 1, 2)
+    a, b, c = sampler.fixed(40, seed=0), sampler.fixed(40, seed=0), sampler.fixed(40, seed=1)
+    assert torch.equal(a.index.classes, b.index.classes) and torch.equal(a.index.drawings, b.index.drawings)
+    assert not torch.equal(a.index.classes, c.index.classes)
+    batches = list(a.batches(15))
+    assert [e.tasks for e in batches] == [15, 15, 10]
+    whole = sampler.build(a.index)
+    assert torch.equal(torch.cat([e.query_x for e in batches]), whole.query_x)
+
+
+def test_sampling_is_reproducible_from_the_generator_seed() -> None:
+    sampler = EpisodeSampler(coded_images(), ClassSet(np.arange(CHARS), np.zeros(CHARS, dtype=np.int64), True), 5, 1, 2)
+    e1 = sampler.sample(torch.Generator().manual_seed(7), 4)
+    e2 = sampler.sample(torch.Generator().manual_seed(7), 4)
+    assert torch.equal(e1.support_x, e2.support_x) and torch.equal(e1.query_y, e2.query_y)
+
+
+@pytest.mark.parametrize(
+    ("ways", "shots", "query", "message"),
+    [
+        (31, 1, 1, "ways=31 is more than the 30 classes of the train split; use at most 30."),
+        (5, 5, 16, "shots + query = 5 + 16 = 21 is more than the 20 drawings of each Omniglot character; "
+                   "use shots + query <= 20."),
+    ],
+)
+def test_impossible_requests_fail_clearly(ways: int, shots: int, query: int, message: str) -> None:
+    classes = ClassSet(np.arange(CHARS), np.zeros(CHARS, dtype=np.int64), True)
+    with pytest.raises(ConfigError) as info:
+        EpisodeSampler(coded_images(), classes, ways, shots, query, split="train split")
+    assert str(info.value) == message
