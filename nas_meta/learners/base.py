@@ -1,0 +1,127 @@
+"""The Learner interface every initialization strategy implements, and the shell they share.
+
+A learner is a thin stateful shell (an ``nn.Module`` holding the meta-parameters and the outer
+optimizer) around the pure functions of :mod:`nas_meta.functional`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from ..architectures import build_network, initialize
+from ..config import TrainConfig
+from ..episodes import Episode
+from ..errors import ConfigError
+from ..functional import Adapt, LearningRate, Params, batched_adapt, batched_query_loss, sgd_adapt
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What meta-training and evaluation need from a strategy."""
+
+    def init_params(self, generator: torch.Generator) -> None:
+        """(Re)initialise the meta-parameters, drawing from ``generator``."""
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, *, ways: int, steps: int | None = None) -> Params:
+        """Per-task adapted parameters (leading task axis) for a meta-batch of support sets."""
+
+    def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
+        """One meta-training update on a meta-batch; ``progress`` in [0, 1] is the share of budget used."""
+
+
+class BaseLearner(nn.Module):
+    """Shared shell: the network, the inner loop's settings, adaptation and query scoring.
+
+    Subclasses set ``head_is_meta_learned`` (False: a zero-initialised head of any width is fitted at
+    adaptation, as for pre-training and random init) and implement :meth:`meta_step`.
+    """
+
+    head_is_meta_learned = True
+    trains = True
+    first_order_eval = True
+
+    def __init__(self, config: TrainConfig, label_space: int) -> None:
+        super().__init__()
+        self.config = config
+        self.train_ways = config.task.ways
+        out = label_space if not self.head_is_meta_learned and self.trains else config.task.ways
+        self.network = build_network(config.architecture, out, config.data.image_size)
+        self._templates: dict[int, nn.Module] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def init_params(self, generator: torch.Generator) -> None:
+        initialize(self.network, self.config.learner.init, generator)
+
+    def outer_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over all meta-parameters, created on first use (after the module reached its device)."""
+        if self.optimizer is None:
+            self.optimizer = torch.optim.Adam(self.parameters(), lr=self.config.learner.outer_lr)
+        return self.optimizer
+
+    # -- adaptation -------------------------------------------------------------------------------
+    def inner_lr(self) -> LearningRate:
+        return self.config.learner.inner_lr
+
+    def template(self, ways: int) -> nn.Module:
+        """The module used as a function for ``ways``-way adaptation."""
+        if self.head_is_meta_learned:
+            if ways != self.train_ways:
+                raise ConfigError(
+                    f"ways={ways}: this {self.config.learner.strategy} learner meta-learned a "
+                    f"{self.train_ways}-way head, so it adapts to {self.train_ways}-way tasks only "
+                    "(pretrain and random learners fit a new head for any number of ways)."
+                )
+            return self.network
+        if ways not in self._templates:
+            arch, size = self.config.architecture, self.config.data.image_size
+            self._templates[ways] = build_network(arch, ways, size).to(next(self.network.parameters()).device)
+        return self._templates[ways]
+
+    def starting_params(self, ways: int) -> Params:
+        """Parameters adaptation starts from (meta-parameters; a zero head where the head is not meta-learned)."""
+        params = dict(self.network.named_parameters())
+        if self.head_is_meta_learned:
+            return params
+        body = {k: v for k, v in params.items() if not k.startswith("head.")}
+        head = self.template(ways).get_submodule("head")
+        assert isinstance(head, nn.Linear)
+        device = next(self.network.parameters()).device
+        body["head.weight"] = torch.zeros(ways, head.in_features, device=device)
+        body["head.bias"] = torch.zeros(ways, device=device)
+        return body
+
+    def inner_loop(self, steps: int, *, first_order: bool) -> Adapt:
+        return partial(sgd_adapt, steps=steps, lr=self.inner_lr(), first_order=first_order)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, *, ways: int, steps: int | None = None) -> Params:
+        steps = self.config.learner.test_steps if steps is None else steps
+        model = self.template(ways)
+        return batched_adapt(
+            model, self.starting_params(ways), {}, support_x, support_y, adapt=self.inner_loop(steps, first_order=True)
+        )
+
+    def query_scores(self, episode: Episode, *, steps: int | None = None) -> tuple[Tensor, Tensor]:
+        """Per-task query loss and accuracy after adapting on the support set (no meta-gradient kept)."""
+        steps = self.config.learner.test_steps if steps is None else steps
+        ways = int(episode.class_ids.shape[1])
+        with torch.no_grad():
+            return batched_query_loss(
+                self.template(ways),
+                self.starting_params(ways),
+                {},
+                episode.support_x,
+                episode.support_y,
+                episode.query_x,
+                episode.query_y,
+                adapt=self.inner_loop(steps, first_order=True),
+            )
+
+    def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    def parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters())

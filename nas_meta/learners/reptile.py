@@ -1,0 +1,49 @@
+"""Reptile: move the initialization towards the weights each task's inner loop reaches.
+
+Reference: Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning Algorithms", arXiv:1803.02999.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from ..config import TrainConfig
+from ..episodes import Episode
+from ..functional import Adapt, adam_adapt, batched_adapt, sgd_adapt
+from .base import BaseLearner
+
+
+class Reptile(BaseLearner):
+    """Batched Reptile: θ ← θ + ε_t (mean_i φ_i − θ), ε_t annealed linearly from ``meta_step`` to 0.
+
+    Each task's inner loop runs ``train_steps`` steps of SGD or Adam (β1 = 0, as in the paper:
+    ``learner.inner_optimizer``) on all of the task's examples. Adaptation at test time uses SGD with
+    ``inner_lr`` for ``test_steps`` steps on the support set, or Adam when that is the inner optimizer.
+
+    Arguments:
+        config (TrainConfig): ``learner.inner_lr``, ``train_steps``, ``test_steps``, ``meta_step``, ``inner_optimizer``.
+        label_space (int): unused.
+    """
+
+    def __init__(self, config: TrainConfig, label_space: int) -> None:
+        super().__init__(config, label_space)
+
+    def inner_loop(self, steps: int, *, first_order: bool) -> Adapt:
+        if self.config.learner.inner_optimizer == "adam":
+            return partial(adam_adapt, steps=steps, lr=self.config.learner.inner_lr)
+        return partial(sgd_adapt, steps=steps, lr=self.config.learner.inner_lr, first_order=True)
+
+    def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
+        x = torch.cat([episode.support_x, episode.query_x], dim=1)
+        y = torch.cat([episode.support_y, episode.query_y], dim=1)
+        params = dict(self.network.named_parameters())
+        adapted = batched_adapt(
+            self.network, params, {}, x, y, adapt=self.inner_loop(self.config.learner.train_steps, first_order=True)
+        )
+        epsilon = self.config.learner.meta_step * (1.0 - min(max(progress, 0.0), 1.0))
+        with torch.no_grad():
+            for name, p in params.items():
+                p.add_(adapted[name].mean(dim=0) - p, alpha=epsilon)
+        return {"meta_step": epsilon}

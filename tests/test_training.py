@@ -1,0 +1,90 @@
+"""The meta-training generator: budgets, dev scoring, divergence; evaluation statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nas_meta.config import BudgetConfig
+from nas_meta.data import ClassSet
+from nas_meta.episodes import EpisodeSampler
+from nas_meta.learners import get_learner
+from nas_meta.training import Z_95, evaluate, mean_ci95, meta_train
+from tests.learners.helpers import tiny_config
+
+
+def synthetic_sampler(ways: int = 3, split: str = "train") -> EpisodeSampler:
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(12, 20, 8, 8, generator=g) * 255).to(torch.uint8)
+    return EpisodeSampler(images, ClassSet(np.arange(12), np.zeros(12, dtype=np.int64), True), ways, 2, 2, split)
+
+
+def run(config, iterations=6, every=3, seconds=None):
+    learner = get_learner(config, 48)
+    learner.init_params(torch.Generator().manual_seed(0))
+    dev = synthetic_sampler().fixed(8, seed=0)
+    return list(meta_train(learner, synthetic_sampler(), BudgetConfig(iterations, seconds), meta_batch=2,
+                           generator=torch.Generator().manual_seed(1), dev=dev, eval_every=every, eval_batch=4))
+
+
+def test_records_steps_dev_scores_and_end() -> None:
+    records = run(tiny_config("maml"), iterations=7, every=3)
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("step") == 7
+    assert [r["iteration"] for r in records if r["kind"] == "dev"] == [3, 6, 7]
+    assert records[-1] == {**records[-1], "kind": "end", "status": "completed", "iterations": 7}
+    dev = [r for r in records if r["kind"] == "dev"][-1]
+    assert len(dev["dev_losses"]) == 8 and dev["dev_loss"] == pytest.approx(float(np.mean(dev["dev_losses"])))
+
+
+def test_training_is_reproducible() -> None:
+    a = [r.get("loss") for r in run(tiny_config("maml"))]
+    b = [r.get("loss") for r in run(tiny_config("maml"))]
+    assert a == b
+
+
+def test_time_budget_stops_training() -> None:
+    records = run(tiny_config("maml"), iterations=10**6, every=10**6, seconds=0.5)
+    assert records[-1]["status"] == "time_budget" and "0.5 s time budget" in records[-1]["reason"]
+    assert 0 < records[-1]["iterations"] < 10**6
+
+
+def test_divergence_stops_with_a_clear_status() -> None:
+    config = tiny_config("maml", inner_lr=1e30)
+    records = run(config, iterations=50)
+    end = records[-1]
+    assert end["status"] == "diverged" and end["iterations"] < 50
+    assert "became nan" in end["reason"] or "became inf" in end["reason"]
+
+
+def test_random_init_skips_training_but_is_scored() -> None:
+    records = run(tiny_config("random"), iterations=100)
+    assert [r["kind"] for r in records] == ["dev", "end"]
+    assert records[-1]["iterations"] == 0
+
+
+def test_evaluate_reports_mean_and_95_ci_over_episodes() -> None:
+    learner = get_learner(tiny_config("maml"), 48)
+    fixed = synthetic_sampler().fixed(30, seed=3)
+    result = evaluate(learner, fixed, batch=7)
+    assert result.episodes == 30
+    acc = result.per_episode_accuracy
+    assert result.accuracy == pytest.approx(acc.mean())
+    assert result.accuracy_ci95 == pytest.approx(Z_95 * acc.std(ddof=1) / math.sqrt(30))
+    again = evaluate(learner, fixed, batch=30)
+    assert np.allclose(again.per_episode_loss, result.per_episode_loss, atol=1e-5)  # batching does not change scores
+
+
+def test_mean_ci95_of_one_value_is_nan() -> None:
+    mean, ci = mean_ci95(np.array([0.5]))
+    assert mean == 0.5 and math.isnan(ci)
+
+
+def test_config_budget_iterations_zero_trains_nothing() -> None:
+    config = dataclasses.replace(tiny_config("maml"))
+    records = run(config, iterations=0)
+    assert [r["kind"] for r in records] == ["dev", "end"]
