@@ -1,0 +1,112 @@
+"""Saving and loading a trained learner folder: ``config.yaml``, ``weights.safetensors``, ``metrics.json``.
+
+Weights use safetensors (no pickle: loading never executes code) and their SHA-256 is recorded in
+``metrics.json``, so a tampered or foreign weights file is refused. Every file is written to a
+temporary name and renamed, so a folder is never left half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import TrainConfig, dump_yaml, read_yaml, train_config_from_dict
+from .errors import CheckpointError, ConfigError
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "weights.safetensors"
+METRICS_FILE = "metrics.json"
+FORMAT = "nas-meta-learner/1"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch.Tensor], metrics: dict[str, Any]) -> Path:
+    """Save a learner's config, weights and metrics into ``folder`` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".weights.", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp, metadata={"format": FORMAT})
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, folder / WEIGHTS_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write(folder / CONFIG_FILE, dump_yaml(config.to_dict()).encode())
+    record = {"format": FORMAT, "weights_sha256": digest, **metrics}
+    atomic_write(folder / METRICS_FILE, json.dumps(record, indent=2, default=_json_default).encode())
+    return folder
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "tolist"):
+        return value.tolist()  # numpy arrays and scalars
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(folder: str | Path) -> tuple[TrainConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify a learner folder.
+
+    Returns:
+        ``(config, state_dict, metrics)``.
+
+    Raises:
+        CheckpointError: the folder or a file is missing, unreadable, or the weights do not match the record.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such learner folder (expected {CONFIG_FILE}, {WEIGHTS_FILE}, {METRICS_FILE}).")
+    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder}: missing {', '.join(missing)}; a learner folder holds {CONFIG_FILE}, "
+                              f"{WEIGHTS_FILE} and {METRICS_FILE} (written by 'nas-meta train').")
+    try:
+        config = train_config_from_dict(read_yaml(folder / CONFIG_FILE))
+    except ConfigError as err:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {err}") from None
+    try:
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{folder / METRICS_FILE}: is not valid JSON ({err}).") from None
+    if not isinstance(metrics, dict) or metrics.get("format") != FORMAT:
+        raise CheckpointError(f"{folder / METRICS_FILE}: format is not {FORMAT!r}; this folder was not written by nas-meta.")
+    digest = _sha256(folder / WEIGHTS_FILE)
+    if digest != metrics.get("weights_sha256"):
+        raise CheckpointError(
+            f"{folder / WEIGHTS_FILE}: SHA-256 {digest[:16]}… does not match the {str(metrics.get('weights_sha256'))[:16]}… "
+            f"recorded in {METRICS_FILE}; the weights were changed or replaced after training. Refusing to load."
+        )
+    try:
+        state = load_file(folder / WEIGHTS_FILE)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: is not a valid safetensors file ({err}).") from None
+    return config, state, metrics
