@@ -1,0 +1,104 @@
+"""Optuna storages from a ``--storage`` value: the embedded journal file, or an RDB URL shared by many workers.
+
+* no value: a journal file ``runs/<study>.journal`` (Optuna's ``JournalFileBackend``), safe for several
+  worker processes on one machine, no server needed. It has no heartbeat: nas-meta marks the trials of a
+  worker process that died on this machine as failed when it next starts on that file.
+* ``sqlite:///PATH``, ``postgresql://…``, ``mysql://…``: Optuna's ``RDBStorage`` with worker heartbeats, so the
+  trial of a dead worker is marked failed and retried (``RetryFailedTrialCallback``).
+* ``journal:PATH`` or a path ending in ``.journal``: a journal file at that path.
+
+Messages never show a password.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from .errors import ConfigError, NasMetaError
+
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+
+
+class StorageError(NasMetaError):
+    """The storage cannot be reached or used."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class StorageHandle:
+    """An Optuna storage plus what nas-meta needs to know about it."""
+
+    storage: Any
+    url: str  # redacted, for messages and logs
+    kind: str  # "journal" or "rdb"
+    journal_path: Path | None = None
+
+    @property
+    def has_heartbeat(self) -> bool:
+        return self.kind == "rdb"
+
+
+def default_storage_url(study_name: str, runs_dir: str | Path = "runs") -> str:
+    return f"journal:{Path(runs_dir) / f'{study_name}.journal'}"
+
+
+def open_storage(url: str) -> StorageHandle:
+    """Open the storage named by ``url`` (see the module docstring for the forms).
+
+    Raises:
+        ConfigError: the value is malformed or names an unknown scheme.
+        StorageError: the database cannot be reached or refuses the credentials.
+    """
+    shown = redact(url)
+    if url.startswith("journal:") or (url.endswith(".journal") and "://" not in url):
+        path = Path(url.removeprefix("journal:")).expanduser()
+        if not str(path):
+            raise ConfigError(f"--storage {shown!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return StorageHandle(JournalStorage(JournalFileBackend(str(path))), f"journal:{path}", "journal", path)
+    match = re.match(r"^([a-z0-9+]+)://", url)
+    if match is None or match.group(1) not in RDB_SCHEMES:
+        raise ConfigError(
+            f"--storage {shown!r} is not a storage URL nas-meta knows; use journal:PATH (embedded, the default), "
+            "sqlite:///PATH, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."
+        )
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+        )
+    except Exception as err:  # SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
+        raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
+    return StorageHandle(storage, shown, "rdb")
+
+
+def _reason(err: BaseException, url: str) -> str:
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    first = text[0] if text else type(err).__name__
+    password = re.search(r"://[^:/@]+:([^@]*)@", url)
+    if password and password.group(1):
+        first = first.replace(password.group(1), "***")
+    return redact(first)
+
+
+def study_names(handle: StorageHandle) -> list[str]:
+    """Names of the studies in a storage."""
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(handle.storage, include_best_trial=False))
