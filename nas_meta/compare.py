@@ -1,0 +1,159 @@
+"""Compare a candidate learner with the MAML and Reptile baselines on the same fixed test episodes.
+
+Every method is meta-trained with the same budget and the same seeds, then scored on one fixed test
+episode set (same ways, shots and query for all), so per-episode accuracies are paired across methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .api import load_workspace, train_iter
+from .checkpoint import atomic_write
+from .config import BudgetConfig, TrainConfig, load_train_config
+from .errors import ConfigError
+from .runtime import resolve_device
+from .training import evaluate, mean_ci95
+
+logger = logging.getLogger(__name__)
+
+BASELINES_DIR = Path(__file__).resolve().parents[1] / "studies" / "baselines"
+
+
+def baseline_for(name: str, ways: int, shots: int, folder: Path = BASELINES_DIR) -> TrainConfig:
+    """The paper-settings baseline config for ``ways``-way ``shots``-shot (``<folder>/<name>-<W>w<S>s.yaml``)."""
+    path = folder / f"{name}-{ways}w{shots}s.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"--baselines: no {name!r} config for {ways}-way {shots}-shot ({path}); available: {known}.")
+    return load_train_config(path)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of ``a - b`` over paired episodes and its 95% CI half-width."""
+    return mean_ci95(np.asarray(a) - np.asarray(b))
+
+
+def compare(
+    candidate: TrainConfig,
+    out: str | Path,
+    *,
+    baselines: list[str] = ("maml", "reptile"),  # type: ignore[assignment]
+    seeds: int = 3,
+    episodes: int = 600,
+    budget: BudgetConfig | None = None,
+    data: str | Path | None = None,
+    device: str = "auto",
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Train the candidate and each baseline for ``seeds`` seeds, score all on the same test episodes, and write
+    ``comparison.csv``, ``comparison.md`` and ``comparison.html`` into ``out``.
+
+    Returns:
+        The comparison table (one row per method).
+    """
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} is not allowed: expected an integer >= 1.")
+    out = Path(out)
+    task = candidate.task
+    budget = budget or candidate.budget
+    methods: dict[str, TrainConfig] = {f"candidate ({candidate.learner.strategy})": candidate}
+    for name in baselines:
+        base = baseline_for(name, task.ways, task.shots)
+        methods[f"{name} (paper settings)"] = dataclasses.replace(base, data=candidate.data)
+    torch_device = resolve_device(device)
+    workspace = load_workspace(candidate, data, torch_device)
+    test = workspace.sampler("test", task.ways, task.shots, task.query).fixed(episodes, candidate.evaluation.seed)
+    per_episode: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    runs: list[dict[str, Any]] = []
+    for method, config in methods.items():
+        for seed in range(seeds):
+            run_config = dataclasses.replace(config, budget=budget, seed=seed)
+            result: dict[str, Any] = {}
+            for record in train_iter(run_config, out / _slug(method) / f"seed-{seed}", device=device, workspace=workspace):
+                if record["kind"] == "result":
+                    result = record
+            scores = evaluate(result["learner"], test, batch=run_config.evaluation.batch)
+            per_episode[method].append(scores.per_episode_accuracy)
+            run = {"method": method, "seed": seed, "test_accuracy": scores.accuracy,
+                   "test_accuracy_ci95": scores.accuracy_ci95, "train_seconds": result["metrics"]["train_seconds"],
+                   "iterations": result["metrics"]["iterations"], "parameters": result["metrics"]["parameters"],
+                   "status": result["metrics"]["status"]}
+            runs.append(run)
+            if on_run is not None:
+                on_run(run)
+    table = _table(methods, per_episode, runs, list(methods)[1:])
+    _write(out, table, pd.DataFrame(runs), candidate, budget, episodes, seeds)
+    return table
+
+
+def _slug(method: str) -> str:
+    return method.split(" ")[0]
+
+
+def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarray]], runs: list[dict[str, Any]],
+           baselines: list[str]) -> pd.DataFrame:
+    rows = []
+    candidate = next(iter(methods))
+    cand_mean = np.mean(per_episode[candidate], axis=0)
+    for method in methods:
+        episode_mean = np.mean(per_episode[method], axis=0)  # each episode's accuracy, averaged over seeds
+        acc, ci = mean_ci95(episode_mean)
+        seed_means = [float(a.mean()) for a in per_episode[method]]
+        mine = [r for r in runs if r["method"] == method]
+        row: dict[str, Any] = {
+            "method": method, "strategy": methods[method].learner.strategy,
+            "test_accuracy": acc, "test_accuracy_ci95": ci,
+            "seed_std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else math.nan,
+            "parameters": mine[0]["parameters"], "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),
+            "iterations": float(np.mean([r["iterations"] for r in mine])),
+        }
+        for base in baselines:
+            if method == candidate:
+                diff, diff_ci = paired_difference(cand_mean, np.mean(per_episode[base], axis=0))
+                row[f"diff_vs_{_slug(base)}"] = diff
+                row[f"diff_vs_{_slug(base)}_ci95"] = diff_ci
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainConfig, budget: BudgetConfig,
+           episodes: int, seeds: int) -> None:
+    from .report import comparison_figure, figures_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "comparison.csv", table.to_csv(index=False).encode())
+    atomic_write(out / "runs.csv", runs.to_csv(index=False).encode())
+    task = candidate.task
+    budget_text = (f"{budget.iterations} meta-iterations" if budget.seconds is None
+                   else f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first")
+    lines = [
+        f"# {task.ways}-way {task.shots}-shot Omniglot ({candidate.data.protocol} protocol): candidate vs baselines", "",
+        f"Each method meta-trained with the same budget ({budget_text}) for {seeds} seed(s), then scored on the same "
+        f"{episodes} fixed test episodes ({task.query} query images per class). Baselines use their papers' settings "
+        "for this ways/shots (studies/baselines/), scaled only in the number of meta-iterations. Accuracy ± 95% CI over "
+        "episodes (per-episode accuracy averaged over seeds); seed std is the spread of the per-seed means; the paired "
+        "difference is over identical episodes.", "",
+        "| method | test accuracy | seed std | paired difference | parameters | train s | meta-iterations |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table.to_dict("records"):
+        diffs = "; ".join(f"vs {k[8:]}: {100 * row[k]:+.2f} ± {100 * row[k + '_ci95']:.2f} pts"
+                          for k in row if k.startswith("diff_vs_") and not k.endswith("_ci95") and not pd.isna(row[k]))
+        lines.append(f"| {row['method']} | {100 * row['test_accuracy']:.2f}% ± {100 * row['test_accuracy_ci95']:.2f} | "
+                     f"{100 * row['seed_std']:.2f} | {diffs} | {row['parameters']:,} | {row['train_seconds']:.0f} | "
+                     f"{row['iterations']:.0f} |")
+    atomic_write(out / "comparison.md", ("\n".join(lines) + "\n").encode())
+    intro = "".join(f"<p>{line}</p>" for line in lines[2:3])
+    atomic_write(out / "comparison.html", figures_html("nas-meta comparison", [
+        ("Test accuracy (95% CI over episodes)", comparison_figure(table))], intro).encode())
+
+

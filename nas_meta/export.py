@@ -1,0 +1,140 @@
+"""Study results as data: a trials table (CSV, Parquet), the best learner's training config, a Markdown summary.
+
+Every file is written under a temporary name and renamed, so a reader never sees a half-written export,
+and an export of a study that is still running is a consistent snapshot of its finished trials.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from .checkpoint import atomic_write
+from .config import dump_yaml
+from .search import existing_study, trial_config
+
+logger = logging.getLogger(__name__)
+
+USER_COLUMNS = ("strategy", "baseline", "dev_loss", "dev_accuracy", "dev_accuracy_ci95", "parameters",
+                "adaptation_latency_ms", "iterations", "train_seconds", "device", "status", "reason")
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    names = str(study.user_attrs.get("objectives") or "dev_loss").split(",")
+    return names[: len(study.directions)] if len(names) >= len(study.directions) else [f"value_{i}" for i in range(len(study.directions))]
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, objective value(s), duration, flattened params, user attributes."""
+    names = objective_names(study)
+    rows: list[dict[str, Any]] = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for i, name in enumerate(names):
+            row[name] = t.values[i] if t.values is not None else None
+        row["datetime_start"] = t.datetime_start
+        row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+        for key in USER_COLUMNS:
+            row[key] = t.user_attrs.get(key)
+        for key, value in sorted(t.params.items()):
+            row[f"params.{key}"] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["number", "state", *names, "datetime_start", "duration_s", *USER_COLUMNS])
+    return frame
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial (single objective) or the Pareto front (multi-objective); empty if none completed."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+
+
+def config_yaml(study: optuna.Study, trial: FrozenTrial) -> str:
+    header = (f"# Trial {trial.number} of study {study.study_name!r} ({trial.user_attrs.get('strategy')}): "
+              f"dev loss {trial.values[0]:.4f}, dev accuracy {trial.user_attrs.get('dev_accuracy', float('nan')):.4f}.\n"
+              "# Retrain with: nas-meta train THIS_FILE --out DIR; compare with: nas-meta compare THIS_FILE --out DIR\n")
+    return header + dump_yaml(trial_config(study, trial).to_dict())
+
+
+def summary_markdown(study: optuna.Study, table: pd.DataFrame) -> str:
+    names = objective_names(study)
+    finished = table[table["state"].isin(["COMPLETE", "PRUNED"])] if not table.empty else table
+    lines = [f"# Study `{study.study_name}`", "",
+             f"- protocol: `{study.user_attrs.get('protocol', '?')}`; study file: `{study.user_attrs.get('study_file_name', '?')}`; "
+             f"nas-meta {study.user_attrs.get('nas_meta_version', '?')}",
+             f"- objectives: {', '.join(names)} (minimised)",
+             f"- trials: {len(table)} ({', '.join(f'{k}: {v}' for k, v in table['state'].value_counts().items()) if len(table) else 'none'})", ""]
+    best = best_trials(study)
+    if best:
+        lines += ["## Best trial" if len(best) == 1 else "## Pareto front", ""]
+        for t in best:
+            lines.append(f"- trial {t.number} ({t.user_attrs.get('strategy')}): " + ", ".join(
+                f"{n} {v:.4f}" for n, v in zip(names, t.values)) + f", dev accuracy {t.user_attrs.get('dev_accuracy', float('nan')):.4f}")
+        lines.append("")
+    columns = ["number", "state", *names, "dev_accuracy", "dev_accuracy_ci95", "strategy", "parameters", "baseline"]
+    if len(finished):
+        top = finished.sort_values(names[0]).head(10)[[c for c in columns if c in finished.columns]]
+        lines += ["## Top 10 trials", "", _markdown_table(top), ""]
+    baselines = table[table["baseline"].notna()] if "baseline" in table.columns else table.iloc[0:0]
+    if len(baselines):
+        lines += ["## Baselines (enqueued as the first trials, scored like every candidate)", "",
+                  _markdown_table(baselines[[c for c in columns if c in baselines.columns]]), ""]
+    return "\n".join(lines)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return ""
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(frame.columns) + " |"
+    sep = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, Any]:
+    """Write ``trials.csv``, ``trials.parquet``, ``best.yaml`` (or ``pareto/``), ``report.html``, ``summary.md``.
+
+    Raises:
+        ConfigError: unknown study or storage (the message lists the studies that exist).
+    """
+    from .report import study_report_html
+
+    study = existing_study(storage, study_name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study)
+    atomic_write(out / "trials.csv", table.to_csv(index=False).encode())
+    written = ["trials.csv"]
+    try:
+        import io
+
+        buffer = io.BytesIO()
+        table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(buffer, index=False)
+        atomic_write(out / "trials.parquet", buffer.getvalue())
+        written.append("trials.parquet")
+    except ImportError:
+        logger.warning("trials.parquet skipped: install pyarrow (pip install 'nas-meta[export]')")
+    best = best_trials(study)
+    if len(study.directions) == 1 and best:
+        atomic_write(out / "best.yaml", config_yaml(study, best[0]).encode())
+        written.append("best.yaml")
+    elif best:
+        for t in best:
+            atomic_write(out / "pareto" / f"trial-{t.number}.yaml", config_yaml(study, t).encode())
+        written.append("pareto/")
+    atomic_write(out / "report.html", study_report_html(study, table).encode())
+    atomic_write(out / "summary.md", summary_markdown(study, table).encode())
+    written += ["report.html", "summary.md"]
+    return {"study": study_name, "out": str(out), "trials": len(table), "files": written,
+            "best_trials": [t.number for t in best]}
