@@ -323,6 +323,7 @@ def open_study(setup: SearchSetup, *, force: bool = False) -> optuna.Study:
     if stored is None:
         for key, value in record.items():
             study.set_user_attr(key, value)
+        study.set_metric_names([o.replace("_", " ") for o in spec.objectives])  # names in the dashboard
         if not study.trials:
             for name in spec.baselines:
                 config = baseline_config(name, spec, setup.study_path)
@@ -382,7 +383,9 @@ def counted_trials(study: optuna.Study) -> int:
     its re-run that counts, so a study ends with exactly ``n_trials`` results however many workers died.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        retried.update(t.system_attrs.get("retry_history", ()))  # Optuna's heartbeat retries
     return sum(t.state in COUNTED or (t.state == TrialState.FAIL and t.number not in retried) for t in trials)
 
 

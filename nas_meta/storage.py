@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from .errors import ConfigError, NasMetaError
 
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 30
+import os
+
+HEARTBEAT_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_SECONDS", "10"))
+GRACE_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_GRACE_SECONDS", str(3 * HEARTBEAT_SECONDS)))
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 
 
@@ -82,12 +84,19 @@ def open_storage(url: str) -> StorageHandle:
             url,
             heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=3),
+            **_retry_callback(),
             engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
         )
     except Exception as err:  # SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
         raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
     return StorageHandle(storage, shown, "rdb")
+
+
+def _retry_callback() -> dict[str, Any]:
+    """Optuna's retry of heartbeat-stale trials, under the argument name of the installed Optuna."""
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
 
 
 def _reason(err: BaseException, url: str) -> str:

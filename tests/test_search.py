@@ -15,52 +15,9 @@ from optuna.trial import TrialState
 import nas_meta
 from nas_meta.errors import ConfigError
 from nas_meta.search import prepare, search, summarize
-from tests.conftest import REPO
+from tests.helpers_study import SPACE, make_study
 
 pytestmark = pytest.mark.slow
-
-STUDY = """
-name: tiny
-search_space: space.yaml
-task: {{ways: 5, shots: 1, query: 2}}
-budget: {{iterations: {iterations}}}
-evaluation: {{dev_episodes: 12, every: 4, batch: 12, seed: 0}}
-sampler: {{name: tpe, n_startup_trials: 2}}
-pruner: {{name: median, n_startup_trials: 1}}
-n_trials: {n_trials}
-baselines: [maml, reptile]
-seed: 1
-"""
-
-SPACE = """
-name: tiny-space
-fixed: {architecture.channels: 16}
-parameters:
-  - {name: learner.strategy, type: categorical, choices: [maml, fomaml, reptile]}
-  - {name: learner.inner_lr, type: float, low: 0.05, high: 0.8, log: true, when: {learner.strategy: [maml, fomaml]}}
-  - {name: learner.inner_lr, label: learner.inner_lr.reptile, type: float, low: 1.0e-4, high: 0.01, log: true,
-     when: {learner.strategy: [reptile]}}
-  - {name: learner.inner_optimizer, type: categorical, choices: [adam], when: {learner.strategy: [reptile]}}
-  - {name: learner.train_steps, type: int, low: 1, high: 5}
-  - {name: learner.test_steps, type: int, low: 1, high: 50}
-  - {name: learner.meta_step, type: float, low: 0.1, high: 1.0, when: {learner.strategy: [reptile]}}
-  - {name: learner.meta_batch, type: categorical, choices: [4, 5]}
-"""
-
-
-def make_study(folder: Path, iterations: int = 8, n_trials: int = 4) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "space.yaml").write_text(SPACE)
-    baselines = folder / "baselines"
-    baselines.mkdir(exist_ok=True)
-    for name in ("maml", "reptile"):
-        text = (REPO / "studies" / "baselines" / f"{name}-5w1s.yaml").read_text()
-        (baselines / f"{name}-5w1s.yaml").write_text(
-            text.replace("meta_batch: 32", "meta_batch: 4").replace("channels: 64", "channels: 16"))
-    path = folder / "study.yaml"
-    path.write_text(STUDY.format(iterations=iterations, n_trials=n_trials))
-    return path
-
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, omniglot: Path) -> tuple[Path, str]:

@@ -1,0 +1,71 @@
+"""optuna-dashboard on a study made by a real tiny search, loaded in headless Chromium (slow)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nas_meta.search import search
+from tests.helpers_study import make_study
+
+pytestmark = pytest.mark.slow
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def page_text(url: str, profile: Path) -> str:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium package is needed (installed by .ci/run)"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    dom = re.sub(r"<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_dashboard_shows_the_study_and_its_trials(tmp_path: Path, omniglot: Path) -> None:
+    study = make_study(tmp_path, name="dashtiny", n_trials=3)
+    storage = f"journal:{tmp_path / 'runs' / 'dashtiny.journal'}"
+    search(study, storage=storage, device="cpu", data=omniglot)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "nas_meta.cli", "dashboard", "--storage", storage, "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the dashboard did not start"
+                time.sleep(0.5)
+        studies = page_text(f"http://127.0.0.1:{port}/dashboard/", tmp_path / "p1")
+        assert "dashtiny" in studies
+        trials = page_text(f"http://127.0.0.1:{port}/dashboard/studies/0/trials", tmp_path / "p2")
+        assert "3 Trials" in trials
+        for number in range(3):
+            assert f"Trial {number}" in trials
+        assert "baseline maml" in trials and "dev_accuracy" in trials
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_dashboard_binds_to_localhost_by_default() -> None:
+    from nas_meta.cli import build_parser
+
+    args = build_parser().parse_args(["dashboard", "--storage", "journal:x.journal"])
+    assert args.host == "127.0.0.1" and args.port == 8080
