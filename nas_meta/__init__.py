@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .api import AdaptedClassifier, TrainedLearner, bench, evaluate_learner, load_learner, train, train_iter  # noqa: E402
-from .config import TrainConfig, load_train_config  # noqa: E402
-from .errors import CheckpointError, ConfigError, DataError, NasMetaError  # noqa: E402
+from .api import AdaptedClassifier, TrainedLearner, bench, evaluate_learner, load_learner, train, train_iter
+from .config import TrainConfig, load_train_config
+from .errors import CheckpointError, ConfigError, DataError, NasMetaError
 
 __all__ = [
     "AdaptedClassifier", "CheckpointError", "ConfigError", "DataError", "NasMetaError", "TrainConfig",

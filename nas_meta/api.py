@@ -150,7 +150,8 @@ class AdaptedClassifier:
 
     def predict(self, images: Any) -> np.ndarray:
         """Predicted labels (values from the support labels)."""
-        return self.classes[self.predict_proba(images).argmax(axis=1)]
+        labels: np.ndarray = self.classes[self.predict_proba(images).argmax(axis=1)]
+        return labels
 
 
 class TrainedLearner:
@@ -271,6 +272,12 @@ def evaluate_learner(
     }
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench(
     *,
     strategy: str = "maml",
@@ -304,16 +311,15 @@ def bench(
         labels(query).expand(meta_batch, -1).contiguous().to(torch_device),
         torch.randint(0, 100, (meta_batch, ways), generator=g).to(torch_device),
     )
-    sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         learner.meta_step(episode, 0.0)
-    sync()
+    _synchronize(torch_device)
     if torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for i in range(iterations):
         learner.meta_step(episode, i / max(iterations, 1))
-    sync()
+    _synchronize(torch_device)
     seconds = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated() if torch_device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

@@ -47,7 +47,8 @@ def _train(args: argparse.Namespace) -> int:
                 result = record
     finally:
         bar.close()
-    metrics = {k: v for k, v in result["metrics"].items() if k != "dev_history"}  # type: ignore[union-attr]
+    all_metrics: dict[str, object] = result["metrics"]  # type: ignore[assignment]
+    metrics = {k: v for k, v in all_metrics.items() if k != "dev_history"}
     print(json.dumps({"out": str(result["path"]), **metrics}, indent=2))
     return 0 if metrics["status"] != "diverged" else 3
 
@@ -74,7 +75,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .search import AlreadyFinished, search, trial_line
+    from .search import AlreadyFinished, search
 
     bar = tqdm(total=args.n_trials, unit="trial", disable=not sys.stderr.isatty() or args.quiet or args.worker_of_pool)
 

@@ -137,11 +137,11 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
                    else f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first")
     lines = [
         f"# {task.ways}-way {task.shots}-shot Omniglot ({candidate.data.protocol} protocol): candidate vs baselines", "",
-        f"Each method meta-trained with the same budget ({budget_text}) for {seeds} seed(s), then scored on the same "
+        (f"Each method meta-trained with the same budget ({budget_text}) for {seeds} seed(s), then scored on the same "
         f"{episodes} fixed test episodes ({task.query} query images per class). Baselines use their papers' settings "
         "for this ways/shots (studies/baselines/), scaled only in the number of meta-iterations. Accuracy ± 95% CI over "
         "episodes (per-episode accuracy averaged over seeds); seed std is the spread of the per-seed means; the paired "
-        "difference is over identical episodes.", "",
+        "difference is over identical episodes."), "",
         "| method | test accuracy | seed std | paired difference | parameters | train s | meta-iterations |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -313,7 +313,7 @@ class ParamSpec:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        section, _, field_name = self.name.partition(".")
+        section, _, _field_name = self.name.partition(".")
         allowed = [f"{s}.{f.name}" for s in SEARCHABLE_SECTIONS for f in dataclasses.fields(_SECTION_TYPES[s])]
         _check(section in SEARCHABLE_SECTIONS and self.name in allowed, "name", self.name, f"one of {allowed}")
         if self.type == "categorical":

@@ -399,7 +399,7 @@ def data_info(data: str | Path | None = None) -> dict[str, object]:
         splits = class_splits(protocol, listing)
         protocols[protocol] = {
             "description": PROTOCOL_DOCS[protocol],
-            **{s: {"characters": int(len(np.unique(c.characters))), "classes": len(c)} for s, c in splits.items()},
+            **{s: {"characters": len(np.unique(c.characters)), "classes": len(c)} for s, c in splits.items()},
         }
     return {"data": str(folder), "zips": zips, "protocols": protocols}
 

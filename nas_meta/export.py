@@ -68,8 +68,8 @@ def summary_markdown(study: optuna.Study, table: pd.DataFrame) -> str:
     names = objective_names(study)
     finished = table[table["state"].isin(["COMPLETE", "PRUNED"])] if not table.empty else table
     lines = [f"# Study `{study.study_name}`", "",
-             f"- protocol: `{study.user_attrs.get('protocol', '?')}`; study file: `{study.user_attrs.get('study_file_name', '?')}`; "
-             f"nas-meta {study.user_attrs.get('nas_meta_version', '?')}",
+             (f"- protocol: `{study.user_attrs.get('protocol', '?')}`; study file: `{study.user_attrs.get('study_file_name', '?')}`; "
+             f"nas-meta {study.user_attrs.get('nas_meta_version', '?')}"),
              f"- objectives: {', '.join(names)} (minimised)",
              f"- trials: {len(table)} ({', '.join(f'{k}: {v}' for k, v in table['state'].value_counts().items()) if len(table) else 'none'})", ""]
     best = best_trials(study)

@@ -67,8 +67,8 @@ def accuracy_by_strategy(table: pd.DataFrame) -> go.Figure:
 
 def figures_html(title: str, figures: list[tuple[str, go.Figure]], intro: str = "") -> str:
     """One self-contained HTML page: plotly.js inlined once, then every figure."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}</style></head><body>",
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}</style></head><body>"),
              f"<h1>{html.escape(title)}</h1>", intro]
     for i, (name, figure) in enumerate(figures):
         parts.append(f"<h2>{html.escape(name)}</h2>")

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 import torch
@@ -46,6 +46,22 @@ logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, writing each artifact under a temporary name and renaming it,
+    so a crash never leaves a half-written artifact behind an id."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = Path(self._get_filepath(artifact_id))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 class TrialDiverged(NasMetaError):
@@ -90,7 +106,7 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
         if not _active(p, params):
             continue
         value = flat[p.name]
-        inside = value in (p.choices or ()) if p.type == "categorical" else p.low <= value <= p.high  # type: ignore[operator]
+        inside = value in (p.choices or ()) if p.type == "categorical" else p.low <= value <= p.high  # type: ignore[operator,unused-ignore]
         if not inside:
             allowed = list(p.choices or ()) if p.type == "categorical" else f"[{p.low}, {p.high}]"
             raise ConfigError(f"baseline {config.name!r}: {p.name}={value!r} lies outside the search space's {allowed}.")
@@ -103,7 +119,8 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
 
 def baseline_config(name: str, spec: StudySpec, study_path: str | Path) -> TrainConfig:
     """A baseline named in a study, with the study's data, task, budget and evaluation so it is scored exactly
-    like every candidate: ``<study folder>/baselines/<name>-<W>w<S>s.yaml``, or a YAML path.
+    like every candidate: ``<study folder>/baselines/<name>-<W>w<S>s.yaml`` (else the shipped
+    ``studies/baselines/`` file), or a YAML path.
 
     Raises:
         ConfigError: no such baseline file (the message lists those that exist).
@@ -113,6 +130,9 @@ def baseline_config(name: str, spec: StudySpec, study_path: str | Path) -> Train
     else:
         folder = Path(study_path).parent / "baselines"
         path = folder / f"{name}-{spec.task.ways}w{spec.task.shots}s.yaml"
+        shipped = Path(__file__).resolve().parents[1] / "studies" / "baselines" / path.name
+        if not path.exists() and shipped.exists():
+            folder, path = shipped.parent, shipped
         if not path.exists():
             known = sorted(p.name for p in folder.glob("*.yaml"))
             raise ConfigError(f"baselines: {name!r} has no config {path} for {spec.task.ways}-way {spec.task.shots}-shot; "
@@ -190,7 +210,7 @@ def make_objective(
             try:
                 for record in train_iter(config, out, device=device, workspace=workspace):
                     if record["kind"] == "dev" and prunes and not wilcoxon:
-                        trial.report(float(record["dev_loss"]), int(record["iteration"]))  # type: ignore[arg-type]
+                        trial.report(float(record["dev_loss"]), int(record["iteration"]))  # type: ignore[arg-type,call-overload]
                         if trial.should_prune():
                             _finish_attrs(trial, record, "pruned", f"pruned at iteration {record['iteration']} "
                                           f"(dev loss {float(record['dev_loss']):.4f})")  # type: ignore[arg-type]
@@ -270,7 +290,7 @@ class SearchSetup:
 
     def artifact_store(self) -> FileSystemArtifactStore:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(str(self.artifacts_dir))
+        return AtomicFileSystemArtifactStore(str(self.artifacts_dir))
 
 
 def prepare(study_path: str | Path, *, storage: str | None = None, study_name: str | None = None,
@@ -315,7 +335,7 @@ def open_study(setup: SearchSetup, *, force: bool = False) -> optuna.Study:
     New studies get the baselines enqueued as their first trials and the study file recorded.
     """
     spec = setup.spec
-    directions = ["minimize"] * len(spec.objectives)
+    directions = [optuna.study.StudyDirection.MINIMIZE] * len(spec.objectives)
     study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), directions=directions, load_if_exists=True)
     record = study_file_record(setup)
@@ -453,8 +473,11 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optu
         if "reason" not in trial.user_attrs:
             trial.set_user_attr("reason", f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
         logger.warning("trial %d failed: %s", trial.number, err)
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)  # Ctrl-C: the trial is closed, the storage consistent
+    except BaseException:  # Ctrl-C: close the trial and queue it again, so the storage stays consistent
+        trial.set_user_attr("reason", "interrupted (Ctrl-C); queued again")
+        study.tell(trial, state=TrialState.FAIL)
+        keep = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **keep})
         raise
     frozen = study.tell(trial, values=values if state == TrialState.COMPLETE else None, state=state)
     for callback in callbacks:

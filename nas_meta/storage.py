@@ -12,6 +12,7 @@ Messages never show a password.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,6 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from .errors import ConfigError, NasMetaError
-
-import os
 
 HEARTBEAT_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_SECONDS", "10"))
 GRACE_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_GRACE_SECONDS", str(3 * HEARTBEAT_SECONDS)))

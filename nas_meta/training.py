@@ -60,11 +60,12 @@ def evaluate(learner: BaseLearner, episodes: FixedEpisodes, *, steps: int | None
         steps: adaptation steps (default: ``learner.test_steps``).
         batch: episodes adapted at once.
     """
-    losses, accuracies = [], []
+    losses: list[torch.Tensor] = []
+    accuracies: list[torch.Tensor] = []
     for episode in episodes.batches(batch):
-        loss, accuracy = learner.query_scores(episode, steps=steps)
-        losses.append(loss.cpu())
-        accuracies.append(accuracy.cpu())
+        episode_loss, episode_accuracy = learner.query_scores(episode, steps=steps)
+        losses.append(episode_loss.cpu())
+        accuracies.append(episode_accuracy.cpu())
     loss_arr = torch.cat(losses).double().numpy()
     acc_arr = torch.cat(accuracies).double().numpy()
     acc, acc_ci = mean_ci95(acc_arr)

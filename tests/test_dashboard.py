@@ -32,7 +32,7 @@ def page_text(url: str, profile: Path) -> str:
     assert chromium, "Debian's chromium package is needed (installed by .ci/run)"
     dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
                           "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    dom = re.sub(r"<style.*?</style>", " ", dom, flags=re.S)
+    dom = re.sub(r"<style.*?</style>", " ", dom, flags=re.DOTALL)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
 
 

@@ -87,8 +87,8 @@ def test_sampling_is_reproducible_from_the_generator_seed() -> None:
     ("ways", "shots", "query", "message"),
     [
         (31, 1, 1, "ways=31 is more than the 30 classes of the train split; use at most 30."),
-        (5, 5, 16, "shots + query = 5 + 16 = 21 is more than the 20 drawings of each Omniglot character; "
-                   "use shots + query <= 20."),
+        (5, 5, 16, ("shots + query = 5 + 16 = 21 is more than the 20 drawings of each Omniglot character; "
+                   "use shots + query <= 20.")),
     ],
 )
 def test_impossible_requests_fail_clearly(ways: int, shots: int, query: int, message: str) -> None:

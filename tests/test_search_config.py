@@ -43,8 +43,8 @@ def test_conv_space_covers_the_joint_space() -> None:
         ("low: 0.01, high: 1.0", "low: 2.0, high: 1.0", "parameters[1].low=2.0 is not allowed: expected less than high=1.0."),
         ("choices: [maml, reptile]", "choices: []", "parameters[0].choices=() is not allowed: expected a non-empty list."),
         ("choices: [maml, reptile]", "choices: [maml, mamll]",
-         "parameters[0] (learner.strategy): 'mamll' is not a valid value: learner.strategy='mamll' is not one of "
-         "['fomaml', 'maml', 'metasgd', 'pretrain', 'random', 'reptile']."),
+         ("parameters[0] (learner.strategy): 'mamll' is not a valid value: learner.strategy='mamll' is not one of "
+         "['fomaml', 'maml', 'metasgd', 'pretrain', 'random', 'reptile'].")),
         ("name: learner.inner_lr", "name: learner.inner_rate", "parameters[1].name='learner.inner_rate' is not allowed"),
         ("type: float", "type: double",
          "parameters[1].type='double' is not one of ['categorical', 'float', 'int']."),
@@ -52,8 +52,8 @@ def test_conv_space_covers_the_joint_space() -> None:
         ("when: {learner.strategy: [maml]}", "when: {learner.strategy: [mamal]}",
          "parameters[1].when.learner.strategy=['mamal'] is not allowed: expected values among ['maml', 'reptile']."),
         ("- {name: learner.strategy", "- {nme: learner.strategy",
-         "parameters[0].nme is not a known field; allowed fields: ['name', 'type', 'low', 'high', 'log', 'step', "
-         "'choices', 'when', 'label']."),
+         ("parameters[0].nme is not a known field; allowed fields: ['name', 'type', 'low', 'high', 'log', 'step', "
+         "'choices', 'when', 'label'].")),
     ],
 )
 def test_malformed_space_messages(tmp_path: Path, replace: str, by: str, message: str) -> None:

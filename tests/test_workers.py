@@ -18,7 +18,6 @@ import pytest
 from optuna.trial import TrialState
 
 from nas_meta.errors import ConfigError
-from nas_meta.search import prepare, search
 from nas_meta.storage import StorageError, open_storage
 from tests.helpers_study import make_study, run, search_command, worker_env
 
@@ -82,7 +81,7 @@ def test_workers_flag_on_the_journal_file(tmp_path: Path, omniglot: Path) -> Non
     assert_exact(load(url), 5)
 
 
-def _wait_for(url: str, predicate, timeout: float = 300.0) -> optuna.Study:  # noqa: ANN001
+def _wait_for(url: str, predicate, timeout: float = 300.0) -> optuna.Study:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

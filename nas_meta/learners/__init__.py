@@ -37,4 +37,4 @@ def get_learner(config: TrainConfig, label_space: int) -> BaseLearner:
     return LEARNERS[name](config, label_space)
 
 
-__all__ = ["LEARNERS", "BaseLearner", "Learner", "MAML", "MetaSGD", "Pretrain", "RandomInit", "Reptile", "get_learner"]
+__all__ = ["LEARNERS", "MAML", "BaseLearner", "Learner", "MetaSGD", "Pretrain", "RandomInit", "Reptile", "get_learner"]

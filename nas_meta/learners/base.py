@@ -83,10 +83,10 @@ class BaseLearner(nn.Module):
 
     def starting_params(self, ways: int) -> Params:
         """Parameters adaptation starts from (meta-parameters; a zero head where the head is not meta-learned)."""
-        params = dict(self.network.named_parameters())
+        params: Params = dict(self.network.named_parameters())
         if self.head_is_meta_learned:
             return params
-        body = {k: v for k, v in params.items() if not k.startswith("head.")}
+        body: Params = {k: v for k, v in params.items() if not k.startswith("head.")}
         head = self.template(ways).get_submodule("head")
         assert isinstance(head, nn.Linear)
         device = next(self.network.parameters()).device

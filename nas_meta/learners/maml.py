@@ -39,6 +39,6 @@ class MAML(BaseLearner):
             adapt=self.inner_loop(self.config.learner.train_steps, first_order=self.first_order),
         )
         loss = losses.mean()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         return {"loss": float(loss.detach()), "accuracy": float(accuracies.mean())}

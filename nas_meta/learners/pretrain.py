@@ -33,7 +33,7 @@ class Pretrain(BaseLearner):
         labels = episode.class_ids.gather(1, y).flatten()
         logits = self.network(x)
         loss = F.cross_entropy(logits, labels)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         accuracy = (logits.argmax(dim=-1) == labels).float().mean()
         return {"loss": float(loss.detach()), "accuracy": float(accuracy)}

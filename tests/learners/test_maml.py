@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from nas_meta.learners import LEARNERS, MAML, get_learner
 from nas_meta.errors import ConfigError
+from nas_meta.learners import LEARNERS, MAML, get_learner
 from tests.learners.helpers import tiny_config, tiny_episode
 
 

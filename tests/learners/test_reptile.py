@@ -48,7 +48,7 @@ def test_adam_inner_loop_moves_towards_the_task_solution() -> None:
     episode = tiny_episode()
     adapted = learner.adapt(episode.support_x, episode.support_y, ways=3, steps=10)
     assert adapted["head.weight"].shape == (4, 3, 4)
-    before, _ = learner.query_scores(episode, steps=0)
+    _before, _ = learner.query_scores(episode, steps=0)
     x, y = episode.support_x, episode.support_y
     net = learner.network
     losses = [F.cross_entropy(functional_call(net, {k: v[t] for k, v in adapted.items()}, (x[t],)), y[t]) for t in range(4)]
