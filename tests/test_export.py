@@ -81,3 +81,18 @@ def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "same budget (3 meta-iterations)" in md and "paper settings" in md
     assert (tmp_path / "cmp" / "comparison.html").stat().st_size > 100_000
+
+
+def test_multi_objective_study_exports_its_pareto_front(tmp_path: Path, omniglot: Path) -> None:
+    study = make_study(tmp_path, name="pareto", n_trials=3)
+    text = study.read_text().replace("pruner: {name: median, n_startup_trials: 1}", "pruner: {name: none}")
+    study.write_text(text.replace("sampler: {name: tpe", "objectives: [dev_loss, parameters]\nsampler: {name: nsga2"))
+    storage = f"journal:{tmp_path / 'pareto.journal'}"
+    summary = search(study, storage=storage, device="cpu", data=omniglot)
+    assert summary["trials"] == 3 and summary["pareto_front"]
+    result = export_study("pareto", storage, tmp_path / "out")
+    pareto = sorted((tmp_path / "out" / "pareto").glob("trial-*.yaml"))
+    assert len(pareto) == len(result["best_trials"]) >= 1
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert {"dev_loss", "parameters"} <= set(table.columns)
+    assert "Pareto front" in (tmp_path / "out" / "report.html").read_text()
