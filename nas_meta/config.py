@@ -360,6 +360,13 @@ class SearchSpace:
         keys = [p.key for p in self.parameters]
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         _check(not duplicates, "parameters", duplicates, "unique labels (add `label:` to tell conditional ranges apart)")
+        base = TrainConfig()
+        for i, p in enumerate(self.parameters):
+            for value in p.values_to_check():
+                try:
+                    apply_overrides(base, {p.name: value})
+                except ConfigError as err:
+                    raise ConfigError(f"parameters[{i}] ({p.key}): {value!r} is not a valid value: {err}") from None
         seen: dict[str, ParamSpec] = {}
         for i, p in enumerate(self.parameters):
             for cond, values in (p.when or {}).items():
@@ -372,13 +379,6 @@ class SearchSpace:
                     bad = [v for v in values if v not in (ref.choices or ())]
                     _check(not bad, f"parameters[{i}].when.{cond}", bad, f"values among {list(ref.choices or ())}")
             seen[p.key] = p
-        base = TrainConfig()
-        for i, p in enumerate(self.parameters):
-            for value in p.values_to_check():
-                try:
-                    apply_overrides(base, {p.name: value})
-                except ConfigError as err:
-                    raise ConfigError(f"parameters[{i}] ({p.key}): {value!r} is not a valid value: {err}") from None
         if self.fixed:
             try:
                 apply_overrides(base, self.fixed)

@@ -104,5 +104,5 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_running_trial(tmp_path: Path, omnigl
     assert trials and all(t.state != TrialState.RUNNING for t in trials)
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
     assert len(interrupted) == 1 and "interrupted" in interrupted[0].user_attrs["reason"]
-    queued = [t for t in trials if t.state == TrialState.WAITING]
+    queued = [t for t in trials if t.state == TrialState.WAITING and "retry_of" in t.user_attrs]
     assert len(queued) == 1 and queued[0].user_attrs["retry_of"] == interrupted[0].number
