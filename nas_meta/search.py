@@ -334,6 +334,11 @@ def open_study(setup: SearchSetup, *, force: bool = False) -> optuna.Study:
 
     New studies get the baselines enqueued as their first trials and the study file recorded.
     """
+    with _slot_lock(setup):  # workers starting together create the study and enqueue the baselines once
+        return _open_study_locked(setup, force)
+
+
+def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
     spec = setup.spec
     directions = [optuna.study.StudyDirection.MINIMIZE] * len(spec.objectives)
     study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=make_sampler(spec),

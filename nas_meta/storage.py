@@ -13,7 +13,9 @@ Messages never show a password.
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,17 +80,23 @@ def open_storage(url: str) -> StorageHandle:
         )
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            **_retry_callback(),
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
-    except Exception as err:  # SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
-        raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
-    return StorageHandle(storage, shown, "rdb")
+    for attempt in range(5):
+        try:
+            storage = RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                **_retry_callback(),
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+            return StorageHandle(storage, shown, "rdb")
+        except Exception as err:  # SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
+            # Workers that start together on a fresh database race to create Optuna's tables: retry that.
+            if "duplicate key" in str(err) or "already exists" in str(err):
+                time.sleep(0.2 + random.random() * (attempt + 1))
+                continue
+            raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
+    raise StorageError(f"cannot open storage {shown}: its tables could not be created (concurrent creation)")
 
 
 def _retry_callback() -> dict[str, Any]:
