@@ -212,6 +212,7 @@ def make_objective(
                     if record["kind"] == "dev" and prunes and not wilcoxon:
                         trial.report(float(record["dev_loss"]), int(record["iteration"]))  # type: ignore[arg-type,call-overload]
                         if trial.should_prune():
+                            trial.set_user_attr("train_seconds", float(record["elapsed"]))  # type: ignore[arg-type]
                             _finish_attrs(trial, record, "pruned", f"pruned at iteration {record['iteration']} "
                                           f"(dev loss {float(record['dev_loss']):.4f})")  # type: ignore[arg-type]
                             raise optuna.TrialPruned()
