@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +44,9 @@ from .runtime import resolve_device
 from .storage import StorageHandle, default_storage_url, open_storage, study_names
 
 logger = logging.getLogger(__name__)
+# nas-meta relies on these Optuna features deliberately (heartbeat retry, grouped TPE, metric names); their
+# "experimental" notices are for Optuna's users, not ours.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
