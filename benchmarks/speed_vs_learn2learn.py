@@ -32,19 +32,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--out", help="also write the raw runs as JSON here")
+    parser.add_argument("--report", help="only print the table of raw runs saved earlier with --out")
     args = parser.parse_args()
     settings = ["--ways", "5", "--shots", "1", "--meta-batch", "32", "--steps", "1"]
-    rows, raw = [], []
+    raw = json.loads(Path(args.report).read_text()) if args.report else []
+    if not args.report:
+        for first_order in (False, True):
+            for _ in range(args.rounds):
+                p = run([args.peer, args.peer_script, *settings, "--iters", str(args.iters)]
+                        + (["--first-order"] if first_order else []))
+                o = run([sys.executable, "-m", "nas_meta.cli", "bench", "--learner",
+                         "fomaml" if first_order else "maml", *settings, "--query", "1", "--iterations",
+                         str(args.iters), "--device", "cpu"])
+                raw.append({"first_order": first_order, "learn2learn": p, "nas_meta": o})
+    rows = []
     for first_order in (False, True):
-        peer, ours = [], []
-        for _ in range(args.rounds):
-            p = run([args.peer, args.peer_script, *settings, "--iters", str(args.iters)]
-                    + (["--first-order"] if first_order else []))
-            o = run([sys.executable, "-m", "nas_meta.cli", "bench", "--learner", "fomaml" if first_order else "maml",
-                     *settings, "--query", "1", "--iterations", str(args.iters), "--device", "cpu"])
-            peer.append(p["meta_iters_per_s"])
-            ours.append(o["meta_iters_per_s"])
-            raw.append({"first_order": first_order, "learn2learn": p, "nas_meta": o})
+        peer = [r["learn2learn"]["meta_iters_per_s"] for r in raw if r["first_order"] == first_order]
+        ours = [r["nas_meta"]["meta_iters_per_s"] for r in raw if r["first_order"] == first_order]
         p_med, o_med = statistics.median(peer), statistics.median(ours)
         rows.append((first_order, p_med, o_med, o_med / p_med, min(o / p for o, p in zip(ours, peer)),
                      max(o / p for o, p in zip(ours, peer))))
@@ -53,7 +57,7 @@ def main() -> None:
     for first_order, p_med, o_med, ratio, lo, hi in rows:
         kind = "first order" if first_order else "second order"
         print(f"| {kind} | {p_med:.2f} | {o_med:.2f} | **{ratio:.2f}x** | {lo:.2f}-{hi:.2f}x |")
-    if args.out:
+    if args.out and not args.report:
         Path(args.out).write_text(json.dumps(raw, indent=2))
 
 
