@@ -41,7 +41,7 @@ from .config import (
 )
 from .errors import ConfigError, NasMetaError
 from .runtime import resolve_device
-from .storage import StorageHandle, default_storage_url, open_storage, study_names
+from .storage import HEARTBEAT_SECONDS, StorageHandle, default_storage_url, open_storage, study_names
 
 logger = logging.getLogger(__name__)
 # nas-meta relies on these Optuna features deliberately (heartbeat retry, grouped TPE, metric names); their
@@ -454,15 +454,21 @@ def run_worker(
             on_trial(trial)
 
     callbacks = [report]
-    while counted_trials(study) < n_trials:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
+    while True:
+        if deadline is not None and deadline - time.monotonic() <= 0:
             break
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat: fail (and retry) trials of dead workers
+        fail_stale_trials(study, setup)  # journal: the same for dead workers on this machine
         with _slot_lock(setup):
-            if counted_trials(study) >= n_trials:
+            full = counted_trials(study) >= n_trials
+            trial = None if full else study.ask()
+        if trial is None:
+            # The study is full, but a running trial may belong to a worker that died: stay until every running
+            # trial has finished or been failed (and re-queued) by its heartbeat, so none is lost.
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 break
-            trial = study.ask()
+            time.sleep(min(HEARTBEAT_SECONDS, 5))
+            continue
         _run_one(study, trial, objective, callbacks)
     return study
 

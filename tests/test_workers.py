@@ -164,3 +164,23 @@ def test_bad_storage_urls_are_reported_without_the_password(tmp_path: Path, omni
     with pytest.raises((ConfigError, StorageError)) as info:
         open_storage(url)
     assert "hunter2" not in str(info.value)
+
+
+def test_a_surviving_worker_reruns_the_trial_of_a_killed_one(tmp_path: Path, omniglot: Path, pg_url: str) -> None:
+    study_file = make_study(tmp_path, iterations=40, every=20, n_trials=5)
+    env = worker_env(NAS_META_HEARTBEAT_SECONDS="1", NAS_META_HEARTBEAT_GRACE_SECONDS="3")
+    procs = [subprocess.Popen(search_command(study_file, pg_url, omniglot), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    victim = procs[0]
+    study = _wait_for(pg_url, lambda ts: any(t.state == TrialState.RUNNING and
+                                              t.user_attrs.get("worker", "").endswith(f":{victim.pid}") for t in ts))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert procs[1].wait(timeout=600) == 0
+    trials = load(pg_url).get_trials()
+    killed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 5  # none lost: the survivor re-ran the killed trial
+    assert any(t.system_attrs.get("failed_trial") == killed[0].number for t in finished)
+    del study
