@@ -18,24 +18,12 @@ import pandas as pd
 
 from .api import load_workspace, train_iter
 from .checkpoint import atomic_write
-from .config import BudgetConfig, TrainConfig, load_train_config
+from .config import SHIPPED_BASELINES, BudgetConfig, TrainConfig, baseline_path, load_train_config
 from .errors import ConfigError
 from .runtime import resolve_device
 from .training import evaluate, mean_ci95
 
 logger = logging.getLogger(__name__)
-
-BASELINES_DIR = Path(__file__).resolve().parents[1] / "studies" / "baselines"
-
-
-def baseline_for(name: str, ways: int, shots: int, folder: Path = BASELINES_DIR) -> TrainConfig:
-    """The paper-settings baseline config for ``ways``-way ``shots``-shot (``<folder>/<name>-<W>w<S>s.yaml``)."""
-    path = folder / f"{name}-{ways}w{shots}s.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"--baselines: no {name!r} config for {ways}-way {shots}-shot ({path}); available: {known}.")
-    return load_train_config(path)
-
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean of ``a - b`` over paired episodes and its 95% CI half-width."""
@@ -67,7 +55,8 @@ def compare(
     budget = budget or candidate.budget
     methods: dict[str, TrainConfig] = {f"candidate ({candidate.learner.strategy})": candidate}
     for name in baselines:
-        base = baseline_for(name, task.ways, task.shots)
+        base = load_train_config(baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES],
+                                               field_name="--baselines"))
         methods[f"{name} (paper settings)"] = dataclasses.replace(base, data=candidate.data)
     torch_device = resolve_device(device)
     workspace = load_workspace(candidate, data, torch_device)

@@ -466,6 +466,24 @@ class StudySpec:
                            self.evaluation, self.seed)
 
 
+SHIPPED_BASELINES = Path(__file__).resolve().parents[1] / "studies" / "baselines"
+
+
+def baseline_path(name: str, ways: int, shots: int, folders: list[Path], *, field_name: str = "baselines") -> Path:
+    """``<folder>/<name>-<W>w<S>s.yaml`` from the first of ``folders`` that has it.
+
+    Raises:
+        ConfigError: no folder has it (the message lists the files of the first folder).
+    """
+    stem = f"{name}-{ways}w{shots}s.yaml"
+    for folder in folders:
+        if (folder / stem).exists():
+            return folder / stem
+    known = sorted(p.name for p in folders[0].glob("*.yaml"))
+    raise ConfigError(f"{field_name}: {name!r} has no config {folders[0] / stem} for {ways}-way {shots}-shot; "
+                      f"files in {folders[0]}: {known}.")
+
+
 def apply_overrides(config: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     """A copy of ``config`` with dotted fields (``learner.inner_lr``) set, validated like a file's values."""
     data = config.to_dict()

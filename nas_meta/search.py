@@ -29,11 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 from . import __version__
 from .api import Workspace, load_workspace, train_iter
 from .config import (
+    SHIPPED_BASELINES,
     ParamSpec,
     SearchSpace,
     StudySpec,
     TrainConfig,
     apply_overrides,
+    baseline_path,
     load_config,
     load_search_space,
     load_train_config,
@@ -132,15 +134,8 @@ def baseline_config(name: str, spec: StudySpec, study_path: str | Path) -> Train
     if name.endswith((".yaml", ".yml")):
         path = resolve_relative(study_path, name)
     else:
-        folder = Path(study_path).parent / "baselines"
-        path = folder / f"{name}-{spec.task.ways}w{spec.task.shots}s.yaml"
-        shipped = Path(__file__).resolve().parents[1] / "studies" / "baselines" / path.name
-        if not path.exists() and shipped.exists():
-            folder, path = shipped.parent, shipped
-        if not path.exists():
-            known = sorted(p.name for p in folder.glob("*.yaml"))
-            raise ConfigError(f"baselines: {name!r} has no config {path} for {spec.task.ways}-way {spec.task.shots}-shot; "
-                              f"files in {folder}: {known}.")
+        path = baseline_path(name, spec.task.ways, spec.task.shots,
+                             [Path(study_path).parent / "baselines", SHIPPED_BASELINES])
     config = load_train_config(path)
     return dataclasses.replace(config, data=spec.data, task=spec.task, budget=spec.budget, evaluation=spec.evaluation,
                                seed=spec.seed)
@@ -388,12 +383,17 @@ def fail_stale_trials(study: optuna.Study, setup: SearchSetup) -> list[int]:
             continue
         study._storage.set_trial_user_attr(trial._trial_id, "reason", f"worker {worker} died (found at restart)")
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **{
-            k: v for k, v in trial.user_attrs.items() if k == "baseline"}})
+        _requeue(study, trial)
         failed.append(trial.number)
     if failed:
         logger.warning("marked trials %s of dead workers as failed and queued them again", failed)
     return failed
+
+
+def _requeue(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
+    """Queue a failed trial's parameters again, remembering which trial it retries (and its baseline tag)."""
+    keep = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **keep})
 
 
 def _alive(pid: int) -> bool:
@@ -492,8 +492,7 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optu
     except BaseException:  # Ctrl-C: close the trial and queue it again, so the storage stays consistent
         trial.set_user_attr("reason", "interrupted (Ctrl-C); queued again")
         study.tell(trial, state=TrialState.FAIL)
-        keep = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **keep})
+        _requeue(study, trial)
         raise
     frozen = study.tell(trial, values=values if state == TrialState.COMPLETE else None, state=state)
     for callback in callbacks:

@@ -104,3 +104,15 @@ def test_study_with_missing_space_names_the_file(tmp_path: Path) -> None:
     path.write_text(STUDY)
     with pytest.raises(ConfigError, match=r"space.yaml: no such file"):
         load_study_spec(path)
+
+
+def test_baseline_lookup_prefers_the_study_folder_and_names_what_exists(tmp_path: Path) -> None:
+    from nas_meta.config import SHIPPED_BASELINES, baseline_path
+
+    assert baseline_path("maml", 5, 1, [tmp_path, SHIPPED_BASELINES]) == SHIPPED_BASELINES / "maml-5w1s.yaml"
+    (tmp_path / "maml-5w1s.yaml").write_text("")
+    assert baseline_path("maml", 5, 1, [tmp_path, SHIPPED_BASELINES]) == tmp_path / "maml-5w1s.yaml"
+    with pytest.raises(ConfigError) as info:
+        baseline_path("protonet", 5, 1, [SHIPPED_BASELINES], field_name="--baselines")
+    assert str(info.value).startswith(f"--baselines: 'protonet' has no config {SHIPPED_BASELINES / 'protonet-5w1s.yaml'}")
+    assert "'maml-5w1s.yaml'" in str(info.value)
