@@ -26,7 +26,7 @@ from .episodes import Episode, EpisodeSampler, check_task_shape
 from .errors import CheckpointError, ConfigError
 from .functional import batched_forward
 from .learners import BaseLearner, get_learner
-from .runtime import resolve_device, seed_everything
+from .runtime import resolve_device, seed_everything, tune_allocator
 from .training import evaluate, meta_train
 
 
@@ -290,8 +290,12 @@ def bench(
     warmup: int = 3,
     device: str = "auto",
     config: TrainConfig | None = None,
+    tune_memory: bool = True,
 ) -> dict[str, object]:
-    """Time meta-training steps on synthetic 1x28x28 episodes of the default network (compute only)."""
+    """Time meta-training steps on synthetic 1x28x28 episodes of the default network (compute only).
+
+    ``tune_memory=False`` leaves the C allocator as it is (see :func:`nas_meta.runtime.tune_allocator`).
+    """
     base = config or TrainConfig()
     cfg = dataclasses.replace(
         base,
@@ -300,6 +304,8 @@ def bench(
     )
     torch_device = resolve_device(device)
     seed_everything(0)
+    if tune_memory:
+        tune_allocator()
     learner = build_learner(cfg, label_space=100, device=torch_device, seed=0)
     g = torch.Generator().manual_seed(0)
     size = cfg.data.image_size
@@ -328,4 +334,5 @@ def bench(
         "shots": shots, "query": query, "meta_batch": meta_batch, "steps": steps, "iterations": iterations,
         "device": str(torch_device), "threads": torch.get_num_threads(), "meta_iters_per_s": iterations / seconds,
         "tasks_per_s": iterations * meta_batch / seconds, "peak_memory_mb": peak / 2**20,
+        "allocator_tuned": tune_memory and tune_allocator(),
     }

@@ -67,7 +67,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = bench(strategy=args.learner, ways=args.ways, shots=args.shots, query=args.query,
                    meta_batch=args.meta_batch, steps=args.steps, iterations=args.iterations, warmup=args.warmup,
-                   device=args.device)
+                   device=args.device, tune_memory=not args.no_tune_allocator)
     print(json.dumps(result))
     return 0
 
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=1)
     bench.add_argument("--iterations", type=int, default=20)
     bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--no-tune-allocator", action="store_true",
+                       help="leave glibc's allocator as it is (to measure what tuning it gains)")
     device_arg(bench)
     bench.set_defaults(func=_bench)
     srch = sub.add_parser("search", help="create or resume a search study and run trials")

@@ -151,10 +151,21 @@ def batched_query_loss(
         Per-task query losses and accuracies, each of shape ``(tasks,)``.
     """
     per_task = partial(task_query_loss, model=model, buffers=buffers, adapt=adapt)
-    losses, accuracies = vmap(per_task, in_dims=(None, 0, 0, 0, 0), randomness="different")(
-        dict(params), support_x, support_y, query_x, query_y
+    losses, accuracies = vmap(per_task, in_dims=(None, 1, 0, 1, 0), randomness="different")(
+        dict(params), example_major(support_x), support_y, example_major(query_x), query_y
     )
     return losses, accuracies
+
+
+def example_major(x: Tensor) -> Tensor:
+    """``(tasks, n, C, H, W)`` images laid out as ``(n, tasks, C, H, W)`` in memory, for ``vmap(in_dims=1)``.
+
+    Once the weights differ per task, ``vmap`` runs each convolution as one grouped convolution over
+    ``(n, tasks * C, H, W)``. Feeding the images example-major makes that a free view for the first layer,
+    and every later activation keeps the layout, instead of being transposed in memory at each layer
+    (measured in ``benchmarks/speed_vs_learn2learn.py``).
+    """
+    return x.transpose(0, 1).contiguous()
 
 
 def batched_adapt(
@@ -172,12 +183,14 @@ def batched_adapt(
     def one(p: Params, x: Tensor, y: Tensor) -> Params:
         return per_task(p, x=x, y=y)
 
-    return vmap(one, in_dims=(None, 0, 0), randomness="different")(dict(params), support_x, support_y)
+    return vmap(one, in_dims=(None, 1, 0), randomness="different")(dict(params), example_major(support_x), support_y)
 
 
 def batched_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """Logits for ``x`` of shape ``(tasks, n, C, H, W)`` with per-task ``params`` (leading task axis)."""
-    return vmap(partial(forward, model), in_dims=(0, None, 0), randomness="different")(dict(params), dict(buffers), x)
+    return vmap(partial(forward, model), in_dims=(0, None, 1), randomness="different")(
+        dict(params), dict(buffers), example_major(x)
+    )
 
 
 def interpolate(old: Mapping[str, Tensor], new: Mapping[str, Tensor], epsilon: float | Tensor) -> Params:

@@ -17,6 +17,7 @@ import torch
 from .config import BudgetConfig
 from .episodes import EpisodeSampler, FixedEpisodes
 from .learners import BaseLearner
+from .runtime import tune_allocator
 
 Z_95 = 1.959963984540054
 
@@ -60,6 +61,7 @@ def evaluate(learner: BaseLearner, episodes: FixedEpisodes, *, steps: int | None
         steps: adaptation steps (default: ``learner.test_steps``).
         batch: episodes adapted at once.
     """
+    tune_allocator()
     losses: list[torch.Tensor] = []
     accuracies: list[torch.Tensor] = []
     for episode in episodes.batches(batch):
@@ -92,6 +94,7 @@ def meta_train(
     "status": "completed" | "time_budget" | "diverged", "iterations", "elapsed", "reason"}``. A
     non-finite loss or parameter stops training with status ``diverged``.
     """
+    tune_allocator()
     start = time.perf_counter()
     iterations = budget.iterations if learner.trains else 0
     seconds = budget.seconds
