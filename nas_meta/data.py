@@ -349,9 +349,19 @@ def class_splits(protocol: str, dataset: Omniglot) -> dict[str, ClassSet]:
     Raises:
         ConfigError: unknown protocol.
     """
+    return split_characters(protocol, dataset.alphabet_of, dataset.background)
+
+
+def split_characters(protocol: str, alphabet_of: np.ndarray, background: int) -> dict[str, ClassSet]:
+    """:func:`class_splits` from the character listing alone: each character's alphabet index, in canonical
+    order, and how many characters come from the background zip (what ``data info`` reads without decoding).
+
+    Raises:
+        ConfigError: unknown protocol.
+    """
     from .errors import ConfigError
 
-    n = len(dataset.characters)
+    n = len(alphabet_of)
     if protocol == "maml":
         order = np.random.default_rng(_PROTOCOL_SEED).permutation(n)
         parts = (order[:1100], order[1100:1200], order[1200:])
@@ -363,11 +373,11 @@ def class_splits(protocol: str, dataset: Omniglot) -> dict[str, ClassSet]:
             s: ClassSet(np.repeat(p, 4), np.tile(np.arange(4), len(p)), False) for s, p in zip(SPLITS, parts)
         }
     if protocol == "lake":
-        background_alphabets = np.unique(dataset.alphabet_of[: dataset.background])
+        background_alphabets = np.unique(alphabet_of[:background])
         shuffled = np.random.default_rng(_PROTOCOL_SEED).permutation(background_alphabets)
         dev_alphabets = shuffled[25:]
-        in_background = np.arange(n) < dataset.background
-        is_dev = np.isin(dataset.alphabet_of, dev_alphabets) & in_background
+        in_background = np.arange(n) < background
+        is_dev = np.isin(alphabet_of, dev_alphabets) & in_background
         parts = (np.flatnonzero(in_background & ~is_dev), np.flatnonzero(is_dev), np.flatnonzero(~in_background))
         return {s: ClassSet(p, np.zeros(len(p), dtype=np.int64), False) for s, p in zip(SPLITS, parts)}
     raise ConfigError(f"data.protocol={protocol!r} is not one of {sorted(PROTOCOLS)}.")
@@ -390,13 +400,9 @@ def data_info(data: str | Path | None = None) -> dict[str, object]:
             alphabet_of.append(len(alphabet_names) - 1)
         if name == ZIP_NAMES[0]:
             n_background = len(layout)
-    listing = Omniglot(
-        np.empty((len(alphabet_of), 0, 0, 0), dtype=np.uint8), np.asarray(alphabet_of), tuple(alphabet_names),
-        tuple(str(i) for i in range(len(alphabet_of))), n_background,
-    )
     protocols = {}
     for protocol in PROTOCOLS:
-        splits = class_splits(protocol, listing)
+        splits = split_characters(protocol, np.asarray(alphabet_of), n_background)
         protocols[protocol] = {
             "description": PROTOCOL_DOCS[protocol],
             **{s: {"characters": len(np.unique(c.characters)), "classes": len(c)} for s, c in splits.items()},

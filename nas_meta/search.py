@@ -439,9 +439,13 @@ def run_worker(
     data: str | Path | None = None,
     force: bool = False,
     on_trial: Callable[[FrozenTrial], None] | None = None,
+    study: optuna.Study | None = None,
 ) -> optuna.Study:
-    """One worker: run trials until the study holds ``n_trials`` counted trials or ``timeout`` passes."""
-    study = open_study(setup, force=force)
+    """One worker: run trials until the study holds ``n_trials`` counted trials or ``timeout`` passes.
+
+    ``study``: the study as :func:`open_study` returned it, when the caller has opened it already.
+    """
+    study = study if study is not None else open_study(setup, force=force)
     fail_stale_trials(study, setup)
     spec = setup.spec
     workspace = load_workspace(spec.base_config(), data, resolve_device(device))
@@ -606,7 +610,7 @@ def search(
             f"(n_trials={total}); pass a larger --n-trials to run more."
         )
     if workers == 1:
-        run_worker(setup, n_trials=total, timeout=timeout, device=device, data=data, force=force, on_trial=on_trial)
+        run_worker(setup, n_trials=total, timeout=timeout, device=device, data=data, on_trial=on_trial, study=study)
     else:
         _run_worker_processes(setup, total, timeout, workers, device, data, force)
     study = optuna.load_study(study_name=setup.study_name, storage=setup.storage.storage)
