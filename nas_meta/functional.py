@@ -60,9 +60,11 @@ def sgd_adapt(
     """
     adapted = dict(params)
     for _ in range(steps):
-        grads = grad(classification_loss)(adapted, model, buffers, x, y)
-        if first_order:
-            grads = {k: g.detach() for k, g in grads.items()}
+        if first_order:  # the inner gradients are constants: compute them without recording a graph for them
+            with torch.no_grad():
+                grads = grad(classification_loss)(adapted, model, buffers, x, y)
+        else:
+            grads = grad(classification_loss)(adapted, model, buffers, x, y)
         if isinstance(lr, Mapping):
             adapted = {k: p - lr[k] * grads[k] for k, p in adapted.items()}
         else:

@@ -11,7 +11,7 @@ import torch
 
 from ..config import TrainConfig
 from ..episodes import Episode
-from ..functional import Adapt, adam_adapt, batched_adapt, sgd_adapt
+from ..functional import Adapt, adam_adapt, batched_adapt, interpolate, sgd_adapt
 from .base import BaseLearner
 
 
@@ -39,11 +39,12 @@ class Reptile(BaseLearner):
         x = torch.cat([episode.support_x, episode.query_x], dim=1)
         y = torch.cat([episode.support_y, episode.query_y], dim=1)
         params = dict(self.network.named_parameters())
-        adapted = batched_adapt(
-            self.network, params, {}, x, y, adapt=self.inner_loop(self.config.learner.train_steps, first_order=True)
-        )
-        epsilon = self.config.learner.meta_step * (1.0 - min(max(progress, 0.0), 1.0))
-        with torch.no_grad():
-            for name, p in params.items():
-                p.add_(adapted[name].mean(dim=0) - p, alpha=epsilon)
+        with torch.no_grad():  # Reptile is first-order throughout: no graph to the meta-parameters is needed
+            adapted = batched_adapt(
+                self.network, params, {}, x, y, adapt=self.inner_loop(self.config.learner.train_steps, first_order=True)
+            )
+            epsilon = self.config.learner.meta_step * (1.0 - min(max(progress, 0.0), 1.0))
+            task_mean = {name: value.mean(dim=0) for name, value in adapted.items()}
+            for name, value in interpolate(params, task_mean, epsilon).items():
+                params[name].copy_(value)
         return {"meta_step": epsilon}
