@@ -26,17 +26,27 @@ from nas_meta.search import AlreadyFinished, fetch_trial_learner, search
 ROOT = Path(__file__).resolve().parent
 
 
-def compute_to_reach(study: optuna.Study, target: float, *, every: bool = False) -> float | None:
-    """Training seconds summed over trials in order until one reaches dev loss <= target (None if never).
+def _train_seconds(trial: optuna.trial.FrozenTrial) -> float:
+    return float(trial.user_attrs.get("train_seconds") or (trial.duration.total_seconds() if trial.duration else 0.0))
 
-    With ``every``, the seconds of all trials (the whole study's meta-training compute).
-    """
+
+def _in_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+
+
+def compute_to_reach(study: optuna.Study, target: float) -> float | None:
+    """Training seconds summed over trials in order until one reaches dev loss <= target (None if never)."""
     spent = 0.0
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        spent += float(t.user_attrs.get("train_seconds") or (t.duration.total_seconds() if t.duration else 0.0))
-        if not every and t.state == TrialState.COMPLETE and t.value is not None and t.value <= target:
+    for t in _in_order(study):
+        spent += _train_seconds(t)
+        if t.state == TrialState.COMPLETE and t.value is not None and t.value <= target:
             return spent
-    return spent if every else None
+    return None
+
+
+def total_compute(study: optuna.Study) -> float:
+    """The whole study's meta-training seconds."""
+    return sum(_train_seconds(t) for t in _in_order(study))
 
 
 def main() -> None:
@@ -84,7 +94,7 @@ def main() -> None:
         reach[label] = {"target_dev_loss": target, "compute_with_pruner_s": with_pruner,
                         "compute_without_pruner_s": without,
                         "ratio": with_pruner / without if with_pruner and without else None}
-    total = {name: compute_to_reach(s, float("inf"), every=True) for name, (s, _) in studies.items()}
+    total = {name: total_compute(s) for name, (s, _) in studies.items()}
     report = {"test": test, "searched_params": searched.params, "pruning": {
         "best_dev_loss": best, "to_reach": reach, "total_compute_s": total,
         "states": {name: {st.name: sum(t.state == st for t in s.trials) for st in TrialState}

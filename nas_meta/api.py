@@ -304,8 +304,7 @@ def bench(
     )
     torch_device = resolve_device(device)
     seed_everything(0)
-    if tune_memory:
-        tune_allocator()
+    allocator_tuned = tune_allocator() if tune_memory else False
     learner = build_learner(cfg, label_space=100, device=torch_device, seed=0)
     g = torch.Generator().manual_seed(0)
     size = cfg.data.image_size
@@ -334,5 +333,5 @@ def bench(
         "shots": shots, "query": query, "meta_batch": meta_batch, "steps": steps, "iterations": iterations,
         "device": str(torch_device), "threads": torch.get_num_threads(), "meta_iters_per_s": iterations / seconds,
         "tasks_per_s": iterations * meta_batch / seconds, "peak_memory_mb": peak / 2**20,
-        "allocator_tuned": tune_memory and tune_allocator(),
+        "allocator_tuned": allocator_tuned,
     }

@@ -7,6 +7,7 @@ and :func:`batched_query_loss` runs the per-task function over a meta-batch with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -60,10 +61,9 @@ def sgd_adapt(
     """
     adapted = dict(params)
     for _ in range(steps):
-        if first_order:  # the inner gradients are constants: compute them without recording a graph for them
-            with torch.no_grad():
-                grads = grad(classification_loss)(adapted, model, buffers, x, y)
-        else:
+        # first order: the inner gradients are constants, so no outer graph is recorded for them
+        # (torch.func.grad still differentiates inside no_grad)
+        with torch.no_grad() if first_order else contextlib.nullcontext():
             grads = grad(classification_loss)(adapted, model, buffers, x, y)
         if isinstance(lr, Mapping):
             adapted = {k: p - lr[k] * grads[k] for k, p in adapted.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import random
@@ -65,9 +66,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_allocator_tuned = False
 
 
+@functools.cache
 def tune_allocator() -> bool:
     """Keep freed tensor memory in the process instead of handing it back to the kernel (glibc only).
 
@@ -79,11 +80,9 @@ def tune_allocator() -> bool:
     reserved by the process. Set ``NAS_META_TUNE_ALLOCATOR=0`` to opt out.
 
     Returns:
-        True if the allocator was tuned (now or earlier), False where it was not (other C libraries, opt-out).
+        True if the allocator was tuned, False where it was not (other C libraries, opt-out). The first call
+        decides; later calls return its answer.
     """
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
     if os.environ.get("NAS_META_TUNE_ALLOCATOR", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -92,8 +91,7 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
-    return _allocator_tuned
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
 
 
 def configure_logging(verbosity: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,8 +26,6 @@ _PROBE = (
 
 
 def _probe(env_value: str | None) -> dict[str, object]:
-    import json
-
     env = {k: v for k, v in os.environ.items() if k != "NAS_META_TUNE_ALLOCATOR"}
     if env_value is not None:
         env["NAS_META_TUNE_ALLOCATOR"] = env_value
