@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -44,9 +45,51 @@ def compute_to_reach(study: optuna.Study, target: float) -> float | None:
     return None
 
 
+def compute_to_run(study: optuna.Study, params: dict[str, object]) -> float | None:
+    """Training seconds summed over trials in order until one with ``params`` completes (None if never)."""
+    spent = 0.0
+    for t in _in_order(study):
+        spent += _train_seconds(t)
+        if t.state == TrialState.COMPLETE and t.params == params:
+            return spent
+    return None
+
+
+def same_proposals(a: optuna.Study, b: optuna.Study) -> int:
+    """How many first trials the two studies proposed with identical parameters."""
+    count = 0
+    for s, t in zip(_in_order(a), _in_order(b)):
+        if s.params != t.params:
+            break
+        count += 1
+    return count
+
+
 def total_compute(study: optuna.Study) -> float:
     """The whole study's meta-training seconds."""
     return sum(_train_seconds(t) for t in _in_order(study))
+
+
+def score_on_test(study: optuna.Study, storage: str, earlier: dict[str, Any], data: str | None
+                  ) -> tuple[optuna.trial.FrozenTrial, dict[str, Any]]:
+    """The best searched trial, and the test scores (600 episodes) of it and of the enqueued baselines.
+
+    Scores in ``earlier`` (an earlier run of this script on the same studies) are reused.
+    """
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    baselines = {t.user_attrs["baseline"]: t for t in trials if "baseline" in t.user_attrs}
+    searched = min((t for t in trials if "baseline" not in t.user_attrs), key=lambda t: float(t.values[0]))
+    test: dict[str, Any] = {}
+    for label, trial in [("searched", searched), *baselines.items()]:
+        if (earlier.get(label, {}).get("trial"), earlier.get(label, {}).get("dev_loss")) == (trial.number, trial.value):
+            test[label] = earlier[label]
+            continue
+        folder = fetch_trial_learner(storage, study.study_name, trial.number)
+        test[label] = evaluate_learner(folder, split="test", episodes=600, data=data, device="cpu")
+        test[label]["trial"] = trial.number
+        test[label]["dev_loss"] = trial.value
+        test[label]["strategy"] = trial.user_attrs["strategy"]
+    return searched, test
 
 
 def main() -> None:
@@ -68,22 +111,13 @@ def main() -> None:
         studies[pruner] = (optuna.load_study(study_name=f"bench-5w1s-{pruner}",
                                              storage=optuna.storages.JournalStorage(
                                                  optuna.storages.journal.JournalFileBackend(storage[8:]))), storage)
-    study, storage = studies["median"]
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    baselines = {t.user_attrs["baseline"]: t for t in trials if "baseline" in t.user_attrs}
-    searched = min((t for t in trials if "baseline" not in t.user_attrs), key=lambda t: t.value)
-    test = {}
     saved = out / "search_floors.json"
-    earlier = json.loads(saved.read_text())["test"] if saved.exists() else {}
-    for label, trial in [("searched", searched), *baselines.items()]:
-        if earlier.get(label, {}).get("trial") == trial.number:  # scored by an earlier run of this script
-            test[label] = earlier[label]
-            continue
-        folder = fetch_trial_learner(storage, study.study_name, trial.number)
-        test[label] = evaluate_learner(folder, split="test", episodes=600, data=args.data, device="cpu")
-        test[label]["trial"] = trial.number
-        test[label]["dev_loss"] = trial.value
-        test[label]["strategy"] = trial.user_attrs["strategy"]
+    earlier = json.loads(saved.read_text()) if saved.exists() else {}
+    study, _ = studies["median"]
+    searched_trials, test = {}, {}
+    for pruner, key in (("median", "test"), ("none", "test_unpruned")):
+        searched_trials[pruner], test[key] = score_on_test(*studies[pruner], earlier.get(key, {}), args.data)
+    searched = searched_trials["median"]
     nopruner, _ = studies["none"]
     best = {"median": study.best_value, "none": nopruner.best_value}
     # "the same best dev loss", read two ways: the unpruned study's best, and the level both studies reach
@@ -94,17 +128,30 @@ def main() -> None:
         reach[label] = {"target_dev_loss": target, "compute_with_pruner_s": with_pruner,
                         "compute_without_pruner_s": without,
                         "ratio": with_pruner / without if with_pruner and without else None}
+    # and read as the same best configuration: the unpruned study's best trial's parameters, wherever the pruned
+    # study runs them to completion (trials budgeted in seconds score one configuration slightly differently)
+    best_params = nopruner.best_trial.params
+    with_pruner, without = compute_to_run(study, best_params), compute_to_run(nopruner, best_params)
+    reach["unpruned best configuration"] = {
+        "target_dev_loss": best["none"], "trial_without_pruner": nopruner.best_trial.number,
+        "dev_loss_with_pruner": next((t.value for t in _in_order(study)
+                                      if t.state == TrialState.COMPLETE and t.params == best_params), None),
+        "compute_with_pruner_s": with_pruner, "compute_without_pruner_s": without,
+        "ratio": with_pruner / without if with_pruner and without else None}
     total = {name: total_compute(s) for name, (s, _) in studies.items()}
-    report = {"test": test, "searched_params": searched.params, "pruning": {
+    report = {**test, "searched_params": searched.params, "pruning": {
         "best_dev_loss": best, "to_reach": reach, "total_compute_s": total,
+        "same_proposals": same_proposals(study, nopruner),
         "states": {name: {st.name: sum(t.state == st for t in s.trials) for st in TrialState}
                    for name, (s, _) in studies.items()},
     }}
     (out / "search_floors.json").write_text(json.dumps(report, indent=2, default=str))
-    lines = ["| learner | trial | strategy | dev loss | test accuracy (600 episodes) |", "|---|---|---|---|---|"]
-    for label, r in test.items():
-        lines.append(f"| {label} | {r['trial']} | {r['strategy']} | {r['dev_loss']:.4f} | "
-                     f"{100 * r['accuracy']:.2f}% ± {100 * r['accuracy_ci95']:.2f} |")
+    lines = ["| study | learner | trial | strategy | dev loss | test accuracy (600 episodes) |",
+             "|---|---|---|---|---|---|"]
+    for key, name in (("test", "median pruner"), ("test_unpruned", "no pruner")):
+        for label, r in test[key].items():
+            lines.append(f"| {name} | {label} | {r['trial']} | {r['strategy']} | {r['dev_loss']:.4f} | "
+                         f"{100 * r['accuracy']:.2f}% ± {100 * r['accuracy_ci95']:.2f} |")
     p = report["pruning"]
     lines += ["", f"Best dev loss: {best['median']:.4f} with the median pruner, {best['none']:.4f} without.", "",
               "| target dev loss | meta-training to reach it, pruned | unpruned | ratio |", "|---|---|---|---|"]
@@ -112,7 +159,8 @@ def main() -> None:
         lines.append(f"| {r['target_dev_loss']:.4f} ({label}) | {_seconds(r['compute_with_pruner_s'])} | "
                      f"{_seconds(r['compute_without_pruner_s'])} | "
                      f"{'n/a' if r['ratio'] is None else format(r['ratio'], '.2f')} |")
-    lines += ["", f"Whole studies: {_seconds(total['median'])} of meta-training with the pruner, "
+    lines += ["", f"The two studies proposed the same parameters for their first {p['same_proposals']} trials.", "",
+              f"Whole studies: {_seconds(total['median'])} of meta-training with the pruner, "
               f"{_seconds(total['none'])} without; trial states with the pruner: "
               f"{ {k: v for k, v in p['states']['median'].items() if v} }."]
     (out / "search_floors.md").write_text("\n".join(lines) + "\n")

@@ -92,6 +92,7 @@ def train_iter(
     dev_last: dict[str, object] = {}
     for record in meta_train(learner, train_sampler, config.budget, meta_batch=config.learner.meta_batch,
                              generator=generator, dev=dev, eval_every=config.evaluation.every,
+                             eval_every_seconds=config.evaluation.every_seconds,
                              eval_batch=config.evaluation.batch):
         if record["kind"] == "dev":
             dev_last = record
@@ -103,7 +104,8 @@ def train_iter(
         "status": end["status"],
         "reason": end["reason"],
         "iterations": end["iterations"],
-        "train_seconds": end["elapsed"],
+        "train_seconds": end["train_seconds"],
+        "wall_seconds": end["elapsed"],
         "dev_loss": dev_last.get("dev_loss"),
         "dev_accuracy": dev_last.get("dev_accuracy"),
         "dev_accuracy_ci95": dev_last.get("dev_accuracy_ci95"),

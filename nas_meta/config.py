@@ -109,7 +109,10 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """When meta-training stops: after ``iterations`` meta-iterations or ``seconds``, whichever is first."""
+    """When meta-training stops: after ``iterations`` meta-iterations or ``seconds``, whichever is first.
+
+    ``seconds`` counts meta-training only: the time spent scoring dev episodes comes on top.
+    """
 
     iterations: int = 1000
     seconds: float | None = None
@@ -123,18 +126,24 @@ class BudgetConfig:
 class EvalConfig:
     """Development scoring during training: ``dev_episodes`` fixed episodes every ``every`` iterations.
 
+    ``every_seconds`` scores them every so many seconds of meta-training instead (dev scoring not counted),
+    so that trials of different speeds are compared, and pruned, at equal compute.
+
     ``seed`` fixes the dev and test episode sets; it is kept apart from the training seed so that every
     learner is scored on the same episodes and scores are paired.
     """
 
     dev_episodes: int = 100
     every: int = 200
+    every_seconds: int | None = None
     batch: int = 50
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.dev_episodes >= 1, "evaluation.dev_episodes", self.dev_episodes, "an integer >= 1")
         _check(self.every >= 1, "evaluation.every", self.every, "an integer >= 1")
+        _check(self.every_seconds is None or self.every_seconds >= 1, "evaluation.every_seconds",
+               self.every_seconds, "a whole number of seconds >= 1, or null")
         _check(self.batch >= 1, "evaluation.batch", self.batch, "an integer >= 1")
 
 
@@ -451,6 +460,10 @@ class StudySpec:
                "one of ['cmaes', 'gp', 'random', 'tpe'] for a single-objective study (NSGA-II needs two objectives)")
         _check(not multi or self.pruner.name == "none", "pruner.name", self.pruner.name,
                "'none' for a multi-objective study (Optuna prunes single-objective studies only)")
+        _check(not (self.pruner.name == "hyperband" and self.evaluation.every_seconds is not None
+                    and self.budget.seconds is None), "budget.seconds", self.budget.seconds,
+               "a number of seconds when evaluation.every_seconds paces a hyperband pruner (its resource is then "
+               "seconds of meta-training)")
         _check(self.n_trials >= 1, "n_trials", self.n_trials, "an integer >= 1")
         _check(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "a number > 0 or null")
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")

@@ -164,8 +164,12 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if p.name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
     if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec.evaluation.every),
-                                              max_resource=max(spec.budget.iterations, spec.evaluation.every),
+        every, budget = spec.evaluation.every_seconds, spec.budget.seconds
+        if every is not None and budget is not None:  # resources in seconds of meta-training
+            low, high = max(1, round(every)), max(round(budget), round(every))
+        else:  # resources in meta-iterations
+            low, high = max(1, spec.evaluation.every), max(spec.budget.iterations, spec.evaluation.every)
+        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high,
                                               reduction_factor=p.reduction_factor)
     if p.name == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=p.p_threshold, n_startup_steps=max(2, p.n_warmup_steps))
@@ -209,10 +213,11 @@ def make_objective(
             try:
                 for record in train_iter(config, out, device=device, workspace=workspace):
                     if record["kind"] == "dev" and prunes and not wilcoxon:
-                        trial.report(float(record["dev_loss"]), int(record["iteration"]))  # type: ignore[arg-type,call-overload]
-                        if trial.should_prune():
-                            trial.set_user_attr("train_seconds", float(record["elapsed"]))  # type: ignore[arg-type]
-                            _finish_attrs(trial, record, "pruned", f"pruned at iteration {record['iteration']} "
+                        trial.report(float(record["dev_loss"]), int(record["step"]))  # type: ignore[arg-type,call-overload]
+                        if not record["final"] and trial.should_prune():  # a finished trial is kept: nothing to save
+                            trial.set_user_attr("train_seconds", float(record["train_seconds"]))  # type: ignore[arg-type]
+                            _finish_attrs(trial, record, "pruned", f"pruned at iteration {record['iteration']}, "
+                                          f"after {float(record['train_seconds']):.1f} s of meta-training "  # type: ignore[arg-type]
                                           f"(dev loss {float(record['dev_loss']):.4f})")  # type: ignore[arg-type]
                             raise optuna.TrialPruned()
                     elif record["kind"] == "end" and record["status"] == "diverged":

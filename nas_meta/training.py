@@ -84,15 +84,22 @@ def meta_train(
     generator: torch.Generator,
     dev: FixedEpisodes | None = None,
     eval_every: int = 200,
+    eval_every_seconds: int | None = None,
     eval_batch: int = 50,
 ) -> Iterator[dict[str, object]]:
     """Meta-train ``learner`` until the budget is spent, yielding metric records.
 
-    Records: ``{"kind": "step", "iteration", "elapsed", ...learner metrics}`` every meta-iteration;
-    ``{"kind": "dev", "iteration", "elapsed", "dev_loss", "dev_accuracy", "dev_accuracy_ci95",
-    "dev_losses"}`` every ``eval_every`` iterations and at the end; and last ``{"kind": "end",
-    "status": "completed" | "time_budget" | "diverged", "iterations", "elapsed", "reason"}``. A
-    non-finite loss or parameter stops training with status ``diverged``.
+    Time is counted two ways: ``elapsed`` (wall clock since the start) and ``train_seconds`` (meta-training
+    only: dev scoring not counted). The seconds budget and ``eval_every_seconds`` use ``train_seconds``, so a
+    learner that is slow to score is not cut short by its own evaluation.
+
+    Records: ``{"kind": "step", "iteration", "elapsed", "train_seconds", ...learner metrics}`` every
+    meta-iteration; ``{"kind": "dev", "iteration", "elapsed", "train_seconds", "step", "final", "dev_loss",
+    "dev_accuracy", "dev_accuracy_ci95", "dev_losses"}`` every ``eval_every`` iterations (or every
+    ``eval_every_seconds`` seconds of meta-training, when given) and once at the end (``final`` true);
+    ``step`` is where a pruner should compare it with other trials: the iteration, or the seconds mark
+    reached. Last comes ``{"kind": "end", "status": "completed" | "time_budget" | "diverged", "iterations",
+    "elapsed", "train_seconds", "reason"}``. A non-finite loss or parameter stops training as ``diverged``.
     """
     tune_allocator()
     start = time.perf_counter()
@@ -100,15 +107,27 @@ def meta_train(
     seconds = budget.seconds
     iteration = 0
     status, reason = "completed", ""
+    scoring_seconds = 0.0  # wall time spent scoring the dev episodes
+    next_mark = eval_every_seconds
     last_dev = -1
 
-    def dev_record() -> dict[str, object]:
+    def train_seconds() -> float:
+        return time.perf_counter() - start - scoring_seconds
+
+    def dev_record(step: int, final: bool) -> dict[str, object]:
+        nonlocal scoring_seconds
         assert dev is not None
+        trained = train_seconds()
+        scoring_start = time.perf_counter()
         result = evaluate(learner, dev, batch=eval_batch)
+        scoring_seconds += time.perf_counter() - scoring_start
         return {
             "kind": "dev",
             "iteration": iteration,
             "elapsed": time.perf_counter() - start,
+            "train_seconds": trained,
+            "step": step,
+            "final": final,
             "dev_loss": result.loss,
             "dev_accuracy": result.accuracy,
             "dev_accuracy_ci95": result.accuracy_ci95,
@@ -117,32 +136,45 @@ def meta_train(
 
     learner.train()
     while iteration < iterations:
-        elapsed = time.perf_counter() - start
-        if seconds is not None and elapsed >= seconds:
+        trained = train_seconds()
+        if seconds is not None and trained >= seconds:
             status, reason = "time_budget", f"stopped at the {seconds:g} s time budget after {iteration} iterations"
             break
-        progress = max(iteration / iterations, elapsed / seconds if seconds else 0.0)
+        progress = max(iteration / iterations, trained / seconds if seconds else 0.0)
         metrics = learner.meta_step(sampler.sample(generator, meta_batch), progress)
         iteration += 1
         loss = metrics.get("loss")
         finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
+        step_record = {"kind": "step", "iteration": iteration, "elapsed": time.perf_counter() - start,
+                       "train_seconds": train_seconds(), **metrics}
         if not finite:
             status = "diverged"
             reason = f"the meta-training loss became {loss} at iteration {iteration}" if loss is not None else (
                 f"a meta-parameter became NaN/inf at iteration {iteration}"
             )
-            yield {"kind": "step", "iteration": iteration, "elapsed": time.perf_counter() - start, **metrics}
+            yield step_record
             break
-        yield {"kind": "step", "iteration": iteration, "elapsed": time.perf_counter() - start, **metrics}
-        if dev is not None and iteration % eval_every == 0:
+        yield step_record
+        if dev is None or iteration == iterations:
+            continue
+        if eval_every_seconds is None:
+            due, step = iteration % eval_every == 0, iteration
+        else:
+            trained = train_seconds()
+            due, step = next_mark is not None and trained >= next_mark, 0
+            if due:
+                marks = math.floor(trained / eval_every_seconds)
+                step, next_mark = marks * eval_every_seconds, (marks + 1) * eval_every_seconds
+        if due and not (seconds is not None and train_seconds() >= seconds):  # the budget's end is scored below
             last_dev = iteration
-            record = dev_record()
+            record = dev_record(step, final=False)
             if not math.isfinite(float(record["dev_loss"])):  # type: ignore[arg-type]
                 status, reason = "diverged", f"the dev loss became {record['dev_loss']} at iteration {iteration}"
                 yield record
                 break
             yield record
     if dev is not None and last_dev != iteration and status != "diverged":
-        yield dev_record()
+        final_step = iteration if eval_every_seconds is None else math.ceil(min(train_seconds(), seconds or math.inf))
+        yield dev_record(final_step, final=True)
     yield {"kind": "end", "status": status, "iterations": iteration, "elapsed": time.perf_counter() - start,
-           "reason": reason}
+           "train_seconds": train_seconds(), "reason": reason}

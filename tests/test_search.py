@@ -120,3 +120,30 @@ def test_diverging_trial_fails_with_reason_and_the_study_carries_on(tmp_path: Pa
     assert summary["trials"] == 2 and summary["states"] == {"FAIL": 2}
     trials = optuna.load_study(study_name="tiny", storage=prepare(study, storage=f"journal:{tmp_path / 'boom.journal'}").storage.storage).trials
     assert all("became nan" in t.user_attrs["reason"] or "became inf" in t.user_attrs["reason"] for t in trials)
+
+
+@pytest.mark.parametrize("rival_loss", [0.0, 99.0])
+def test_dev_scored_by_seconds_of_training_and_pruned_at_equal_compute(tmp_path: Path, omniglot: Path,
+                                                                        rival_loss: float) -> None:
+    """With ``evaluation.every_seconds`` trials report at seconds marks, so the median pruner compares them at
+    equal meta-training compute: a trial worse than a rival at the first mark stops there."""
+    study = make_study(tmp_path, n_trials=2)
+    text = study.read_text().replace("baselines: [maml, reptile]", "baselines: []")
+    text = text.replace("budget: {iterations: 8}", "budget: {iterations: 1000000, seconds: 3}")
+    text = text.replace("every: 4,", "every_seconds: 1,").replace("n_startup_trials: 1}", "n_startup_trials: 1, n_warmup_steps: 0}")
+    study.write_text(text)
+    storage = f"journal:{tmp_path / 'seconds.journal'}"
+    rival = optuna.trial.create_trial(state=TrialState.COMPLETE, value=rival_loss,
+                                      intermediate_values={1: rival_loss, 2: rival_loss, 3: rival_loss})
+    optuna.create_study(study_name="tiny", storage=prepare(study, storage=storage).storage.storage).add_trial(rival)
+    search(study, storage=storage, device="cpu", data=omniglot)
+    trial = optuna.load_study(study_name="tiny", storage=prepare(study, storage=storage).storage.storage).trials[1]
+    attrs = trial.user_attrs
+    if rival_loss == 0.0:  # any real dev loss is worse: pruned at the 1 s mark, after about 1 s of training
+        assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+        assert 1.0 <= attrs["train_seconds"] < 2.0 and attrs["status"] == "pruned"
+        assert "s of meta-training" in attrs["reason"] and attrs["iterations"] > 0
+    else:  # better than the rival throughout: trained for the whole 3 s, scored at 1, 2 and 3 s
+        assert trial.state == TrialState.COMPLETE and list(trial.intermediate_values) == [1, 2, 3]
+        assert 3.0 <= attrs["train_seconds"] < 4.0 and attrs["status"] == "time_budget"
+        assert trial.value == pytest.approx(trial.intermediate_values[3])

@@ -86,6 +86,12 @@ pruner: {name: median}
         ("objectives: [dev_loss, parameters]",
          "pruner.name='median' is not allowed: expected 'none' for a multi-objective study"),
         ("n_trails: 5", "n_trails is not a known field; allowed fields: ['name', 'search_space',"),
+        ("evaluation: {every_seconds: 0}",
+         "evaluation.every_seconds=0 is not allowed: expected a whole number of seconds >= 1, or null."),
+        ("evaluation: {every_seconds: 7.5}", "evaluation.every_seconds=7.5 must be an integer."),
+        ("pruner: {name: hyperband}\nevaluation: {every_seconds: 10}",
+         "budget.seconds=None is not allowed: expected a number of seconds when evaluation.every_seconds paces a "
+         "hyperband pruner"),
     ],
 )
 def test_malformed_study_messages(tmp_path: Path, extra: str, message: str) -> None:

@@ -64,6 +64,18 @@ def test_pruners_are_built(pruner: str) -> None:
     assert isinstance(make_pruner(spec), optuna.pruners.BasePruner)
 
 
+def test_hyperband_resources_follow_the_dev_schedule() -> None:
+    from nas_meta.config import BudgetConfig, EvalConfig
+
+    by_iterations = dataclasses.replace(BASE, pruner=PrunerSpec(name="hyperband"), budget=BudgetConfig(1000),
+                                        evaluation=EvalConfig(every=50))
+    by_seconds = dataclasses.replace(by_iterations, budget=BudgetConfig(10**6, 60.0),
+                                     evaluation=EvalConfig(every_seconds=10))
+    for spec, resources in [(by_iterations, (50, 1000)), (by_seconds, (10, 60))]:
+        pruner = make_pruner(spec)
+        assert (pruner._min_resource, pruner._max_resource) == resources  # type: ignore[attr-defined]
+
+
 def test_baseline_params_reproduce_the_baseline_config() -> None:
     from nas_meta.config import load_train_config
 

@@ -23,12 +23,13 @@ def synthetic_sampler(ways: int = 3, split: str = "train") -> EpisodeSampler:
     return EpisodeSampler(images, ClassSet(np.arange(12), np.zeros(12, dtype=np.int64), True), ways, 2, 2, split)
 
 
-def run(config, iterations=6, every=3, seconds=None):
+def run(config, iterations=6, every=3, seconds=None, every_seconds=None):
     learner = get_learner(config, 48)
     learner.init_params(torch.Generator().manual_seed(0))
     dev = synthetic_sampler().fixed(8, seed=0)
     return list(meta_train(learner, synthetic_sampler(), BudgetConfig(iterations, seconds), meta_batch=2,
-                           generator=torch.Generator().manual_seed(1), dev=dev, eval_every=every, eval_batch=4))
+                           generator=torch.Generator().manual_seed(1), dev=dev, eval_every=every,
+                           eval_every_seconds=every_seconds, eval_batch=4))
 
 
 def test_records_steps_dev_scores_and_end() -> None:
@@ -36,9 +37,22 @@ def test_records_steps_dev_scores_and_end() -> None:
     kinds = [r["kind"] for r in records]
     assert kinds.count("step") == 7
     assert [r["iteration"] for r in records if r["kind"] == "dev"] == [3, 6, 7]
+    assert [(r["step"], r["final"]) for r in records if r["kind"] == "dev"] == [(3, False), (6, False), (7, True)]
     assert records[-1] == {**records[-1], "kind": "end", "status": "completed", "iterations": 7}
     dev = [r for r in records if r["kind"] == "dev"][-1]
     assert len(dev["dev_losses"]) == 8 and dev["dev_loss"] == pytest.approx(float(np.mean(dev["dev_losses"])))
+
+
+def test_dev_scored_every_so_many_seconds_of_meta_training() -> None:
+    records = run(tiny_config("maml"), iterations=10**6, seconds=2.5, every_seconds=1)
+    dev = [r for r in records if r["kind"] == "dev"]
+    end = records[-1]
+    assert [r["step"] for r in dev] == [1, 2, 3] and [r["final"] for r in dev] == [False, False, True]
+    assert [r["train_seconds"] >= mark for r, mark in zip(dev, [1, 2, 2.5])] == [True] * 3
+    assert end["status"] == "time_budget" and 2.5 <= end["train_seconds"] < 3.0
+    # the budget counts meta-training only: the time spent scoring comes on top
+    scoring = end["elapsed"] - end["train_seconds"]
+    assert scoring > 0 and end["elapsed"] >= 2.5 + scoring - 1e-6
 
 
 def test_training_is_reproducible() -> None:
