@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quality floor (issue: core): meta-train each baseline config for its CPU budget (budget.seconds in the
-# file, 840 s of training, under 15 minutes with dev scoring), then score it on the 600 fixed test episodes
+# file: 840 s of meta-training, dev scoring on top, under 15 minutes in all), then score it on the 600 fixed test episodes
 # of the maml protocol. Writes one JSON per learner into OUT (default benchmarks/results/quality).
 #   usage: bash benchmarks/quality.sh [OUT] [learner ...]     (learners: maml reptile metasgd pretrain)
 set -euo pipefail
