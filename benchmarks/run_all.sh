@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every number in the README, one after the other on an otherwise idle machine (about 2.5 hours on 2 cores).
+# Every number in the README, one after the other on an otherwise idle machine (about 3 hours on 2 cores).
 #   usage: bash benchmarks/run_all.sh [RESULTS]        (default RESULTS: benchmarks/results)
 set -euo pipefail
 R=${1:-benchmarks/results}
