@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -286,5 +287,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``nas-meta`` console script: :func:`main`, then exit with its status.
+
+    After Ctrl-C (status 130) the storage is already consistent (the running trial closed and queued again),
+    so the process leaves at once: the interpreter's teardown after a handled KeyboardInterrupt sometimes
+    turned the status into death by SIGINT (-2) instead of 130.
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
