@@ -45,14 +45,15 @@ def compute_to_reach(study: optuna.Study, target: float) -> float | None:
     return None
 
 
-def compute_to_run(study: optuna.Study, params: dict[str, object]) -> float | None:
-    """Training seconds summed over trials in order until one with ``params`` completes (None if never)."""
+def compute_to_run(study: optuna.Study, params: dict[str, object]
+                   ) -> tuple[float, optuna.trial.FrozenTrial] | tuple[None, None]:
+    """Training seconds summed over trials in order until one with ``params`` completes, and that trial."""
     spent = 0.0
     for t in _in_order(study):
         spent += _train_seconds(t)
         if t.state == TrialState.COMPLETE and t.params == params:
-            return spent
-    return None
+            return spent, t
+    return None, None
 
 
 def same_proposals(a: optuna.Study, b: optuna.Study) -> int:
@@ -131,11 +132,10 @@ def main() -> None:
     # and read as the same best configuration: the unpruned study's best trial's parameters, wherever the pruned
     # study runs them to completion (trials budgeted in seconds score one configuration slightly differently)
     best_params = nopruner.best_trial.params
-    with_pruner, without = compute_to_run(study, best_params), compute_to_run(nopruner, best_params)
+    (with_pruner, rerun), (without, _) = compute_to_run(study, best_params), compute_to_run(nopruner, best_params)
     reach["unpruned best configuration"] = {
         "target_dev_loss": best["none"], "trial_without_pruner": nopruner.best_trial.number,
-        "dev_loss_with_pruner": next((t.value for t in _in_order(study)
-                                      if t.state == TrialState.COMPLETE and t.params == best_params), None),
+        "dev_loss_with_pruner": rerun.value if rerun is not None else None,
         "compute_with_pruner_s": with_pruner, "compute_without_pruner_s": without,
         "ratio": with_pruner / without if with_pruner and without else None}
     total = {name: total_compute(s) for name, (s, _) in studies.items()}

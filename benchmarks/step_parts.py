@@ -1,89 +1,114 @@
 """Time the parts of nas-meta's MAML step (default network, 5-way 1-shot, 1 query per class, meta-batch 32).
 
-    python benchmarks/step_parts.py [full_fo full_so adapt query qfwd sup sup0]
+    python benchmarks/step_parts.py [PART ...]      (default: full_fo full_so adapt query query_fwd)
+
+Parts: full_fo / full_so (first- / second-order step without the Adam update), adapt (support pass: per-task
+inner gradients), query / query_fwd (query pass with per-task weights: forward + backward / forward only),
+support_fwd / support_grad (support loss / its per-task gradients, images example-major as in nas-meta) and
+support_fwd_task_major / support_grad_task_major (the same with task-major images).
 Environment switches for the ablations quoted in the README: NOBIAS=1 (convolutions without bias),
 FTZ=1 (flush denormals), NOMKLDNN=1 (oneDNN off).
 """
-import time, sys, torch, dataclasses
-from functools import partial
-from nas_meta.config import TrainConfig
-from nas_meta.api import build_learner
-from nas_meta.runtime import tune_allocator
-from nas_meta import functional as Fn
-tune_allocator()
-T = 32
-cfg = TrainConfig()
-cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, ways=5, shots=1, query=1),
-     learner=dataclasses.replace(cfg.learner, strategy="fomaml", meta_batch=T, train_steps=1))
-L = build_learner(cfg, label_space=100, device=torch.device("cpu"), seed=0)
-g = torch.Generator().manual_seed(0)
-sx = torch.rand(T, 5, 1, 28, 28, generator=g); sy = torch.arange(5).expand(T, -1).contiguous()
-qx = torch.rand(T, 5, 1, 28, 28, generator=g); qy = sy.clone()
-net = L.network
+
+from __future__ import annotations
+
+import dataclasses
 import os
-if os.environ.get("NOBIAS"):
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.register_parameter("bias", None)
-if os.environ.get("FTZ"):
-    torch.set_flush_denormal(True)
-if os.environ.get("NOMKLDNN"):
-    torch.backends.mkldnn.enabled = False
-params = dict(net.named_parameters())
-def timeit(name, fn, n=30):
-    for _ in range(3): fn()
-    t = time.perf_counter()
-    for _ in range(n): fn()
-    dt = (time.perf_counter() - t) / n
-    print(f"{name:40s} {dt*1000:7.1f} ms")
-    return dt
-fo = partial(Fn.sgd_adapt, steps=1, lr=0.4, first_order=True)
-so = partial(Fn.sgd_adapt, steps=1, lr=0.4, first_order=False)
-def full(adapt):
-    def f():
-        for p in params.values(): p.grad = None
-        l, a = Fn.batched_query_loss(net, params, {}, sx, sy, qx, qy, adapt=adapt)
-        l.mean().backward()
-    return f
-def adapt_only():
-    with torch.no_grad():
-        return Fn.batched_adapt(net, params, {}, sx, sy, adapt=fo)
-adapted = {k: v.detach().requires_grad_() for k, v in adapt_only().items()}
-def query_only():
-    out = Fn.batched_forward(net, adapted, {}, qx)
-    torch.nn.functional.cross_entropy(out.reshape(-1, 5), qy.reshape(-1)).backward()
-def query_fwd():
-    with torch.no_grad():
-        Fn.batched_forward(net, adapted, {}, qx)
-def support_fwd():
-    with torch.no_grad():
-        Fn.batched_forward(net, {k: v.expand(T, *v.shape) for k, v in params.items()}, {}, sx)
-which = sys.argv[1:] or ["full_fo", "full_so", "adapt", "query", "qfwd"]
-for w in which:
-    if w == "full_fo": timeit("first-order step (no optimizer)", full(fo))
-    if w == "full_so": timeit("second-order step (no optimizer)", full(so), n=15)
-    if w == "adapt": timeit("support fwd+grad (vmap, no_grad)", adapt_only)
-    if w == "query": timeit("query fwd+bwd per-task weights", query_only)
-    if w == "qfwd": timeit("query fwd only per-task weights", query_fwd)
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
 from torch.func import grad, vmap
-def sup_fwd_vmap():
-    with torch.no_grad():
-        vmap(lambda x, y: Fn.classification_loss(params, net, {}, x, y), in_dims=(1, 0))(Fn.example_major(sx), sy)
-def sup_grad_vmap():
-    with torch.no_grad():
-        vmap(lambda x, y: grad(Fn.classification_loss)(params, net, {}, x, y), in_dims=(1, 0))(Fn.example_major(sx), sy)
-if "sup" in which:
-    timeit("support fwd (vmap)", sup_fwd_vmap)
-    timeit("support grad (vmap)", sup_grad_vmap)
-    print(torch.get_num_threads())
-def sup_fwd_vmap0():
-    with torch.no_grad():
-        vmap(lambda x, y: Fn.classification_loss(params, net, {}, x, y), in_dims=(0, 0))(sx, sy)
-def sup_grad_vmap0():
-    with torch.no_grad():
-        vmap(lambda x, y: grad(Fn.classification_loss)(params, net, {}, x, y), in_dims=(0, 0))(sx, sy)
-if "sup0" in which:
-    timeit("support fwd (vmap, task-major)", sup_fwd_vmap0)
-    timeit("support grad (vmap, task-major)", sup_grad_vmap0)
-    timeit("support fwd (vmap)", sup_fwd_vmap)
-    timeit("support grad (vmap)", sup_grad_vmap)
+
+from nas_meta import functional as fn
+from nas_meta.api import build_learner
+from nas_meta.config import TrainConfig
+from nas_meta.runtime import tune_allocator
+
+TASKS, WAYS = 32, 5
+
+
+def timed(label: str, step: Callable[[], object], runs: int = 30) -> None:
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(runs):
+        step()
+    print(f"{label:40s} {(time.perf_counter() - start) / runs * 1000:7.1f} ms")
+
+
+def main() -> None:
+    tune_allocator()
+    base = TrainConfig()
+    config = dataclasses.replace(
+        base, task=dataclasses.replace(base.task, ways=WAYS, shots=1, query=1),
+        learner=dataclasses.replace(base.learner, strategy="fomaml", meta_batch=TASKS, train_steps=1))
+    net = build_learner(config, label_space=100, device=torch.device("cpu"), seed=0).network
+    if os.environ.get("NOBIAS"):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_parameter("bias", None)
+    if os.environ.get("FTZ"):
+        torch.set_flush_denormal(True)
+    if os.environ.get("NOMKLDNN"):
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+    g = torch.Generator().manual_seed(0)
+    support_x, query_x = (torch.rand(TASKS, WAYS, 1, 28, 28, generator=g) for _ in range(2))
+    labels = torch.arange(WAYS).expand(TASKS, -1).contiguous()
+    params = dict(net.named_parameters())
+    first, second = (partial(fn.sgd_adapt, steps=1, lr=0.4, first_order=fo) for fo in (True, False))
+
+    def full(adapt: fn.Adapt) -> Callable[[], None]:
+        def step() -> None:
+            for p in params.values():
+                p.grad = None
+            losses, _ = fn.batched_query_loss(net, params, {}, support_x, labels, query_x, labels, adapt=adapt)
+            losses.mean().backward()  # type: ignore[no-untyped-call]
+        return step
+
+    def adapt() -> fn.Params:
+        with torch.no_grad():
+            return fn.batched_adapt(net, params, {}, support_x, labels, adapt=first)
+
+    adapted = {k: v.detach().requires_grad_() for k, v in adapt().items()}
+
+    def query() -> None:
+        logits = fn.batched_forward(net, adapted, {}, query_x)
+        F.cross_entropy(logits.reshape(-1, WAYS), labels.reshape(-1)).backward()  # type: ignore[no-untyped-call]
+
+    def query_fwd() -> None:
+        with torch.no_grad():
+            fn.batched_forward(net, adapted, {}, query_x)
+
+    def support(gradient: bool, example_major: bool) -> Callable[[], object]:
+        loss = grad(fn.classification_loss) if gradient else fn.classification_loss
+        images = fn.example_major(support_x) if example_major else support_x
+
+        def step() -> object:
+            with torch.no_grad():
+                return vmap(lambda x, y: loss(params, net, {}, x, y), in_dims=(1 if example_major else 0, 0))(
+                    images, labels)
+        return step
+
+    parts: dict[str, tuple[str, Callable[[], object], int]] = {
+        "full_fo": ("first-order step (no optimizer)", full(first), 30),
+        "full_so": ("second-order step (no optimizer)", full(second), 15),
+        "adapt": ("support fwd+grad (vmap, no_grad)", adapt, 30),
+        "query": ("query fwd+bwd per-task weights", query, 30),
+        "query_fwd": ("query fwd only per-task weights", query_fwd, 30),
+        "support_fwd": ("support fwd (vmap)", support(False, True), 30),
+        "support_grad": ("support grad (vmap)", support(True, True), 30),
+        "support_fwd_task_major": ("support fwd (vmap, task-major)", support(False, False), 30),
+        "support_grad_task_major": ("support grad (vmap, task-major)", support(True, False), 30),
+    }
+    for name in sys.argv[1:] or ["full_fo", "full_so", "adapt", "query", "query_fwd"]:
+        if name not in parts:
+            raise SystemExit(f"step_parts.py: unknown part {name!r}; expected one of {sorted(parts)}")
+        timed(*parts[name])
+
+
+if __name__ == "__main__":
+    main()

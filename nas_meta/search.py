@@ -166,7 +166,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if p.name == "hyperband":
         every, budget = spec.evaluation.every_seconds, spec.budget.seconds
         if every is not None and budget is not None:  # resources in seconds of meta-training
-            low, high = max(1, round(every)), max(round(budget), round(every))
+            low, high = every, max(round(budget), every)
         else:  # resources in meta-iterations
             low, high = max(1, spec.evaluation.every), max(spec.budget.iterations, spec.evaluation.every)
         return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high,

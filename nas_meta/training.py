@@ -108,7 +108,7 @@ def meta_train(
     iteration = 0
     status, reason = "completed", ""
     scoring_seconds = 0.0  # wall time spent scoring the dev episodes
-    next_mark = eval_every_seconds
+    marks_scored = 0  # with eval_every_seconds: how many of its marks have been scored
     last_dev = -1
 
     def train_seconds() -> float:
@@ -145,8 +145,9 @@ def meta_train(
         iteration += 1
         loss = metrics.get("loss")
         finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
+        trained = train_seconds()
         step_record = {"kind": "step", "iteration": iteration, "elapsed": time.perf_counter() - start,
-                       "train_seconds": train_seconds(), **metrics}
+                       "train_seconds": trained, **metrics}
         if not finite:
             status = "diverged"
             reason = f"the meta-training loss became {loss} at iteration {iteration}" if loss is not None else (
@@ -155,17 +156,15 @@ def meta_train(
             yield step_record
             break
         yield step_record
-        if dev is None or iteration == iterations:
-            continue
+        if dev is None or iteration == iterations or (seconds is not None and trained >= seconds):
+            continue  # the end of the budget is scored after the loop
         if eval_every_seconds is None:
             due, step = iteration % eval_every == 0, iteration
         else:
-            trained = train_seconds()
-            due, step = next_mark is not None and trained >= next_mark, 0
-            if due:
-                marks = math.floor(trained / eval_every_seconds)
-                step, next_mark = marks * eval_every_seconds, (marks + 1) * eval_every_seconds
-        if due and not (seconds is not None and train_seconds() >= seconds):  # the budget's end is scored below
+            marks = int(trained // eval_every_seconds)
+            due, step = marks > marks_scored, marks * eval_every_seconds
+            marks_scored = marks
+        if due:
             last_dev = iteration
             record = dev_record(step, final=False)
             if not math.isfinite(float(record["dev_loss"])):  # type: ignore[arg-type]
