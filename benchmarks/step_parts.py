@@ -59,29 +59,31 @@ def main() -> None:
     support_x, query_x = (torch.rand(TASKS, WAYS, 1, 28, 28, generator=g) for _ in range(2))
     labels = torch.arange(WAYS).expand(TASKS, -1).contiguous()
     params = dict(net.named_parameters())
-    first, second = (partial(fn.sgd_adapt, steps=1, lr=0.4, first_order=fo) for fo in (True, False))
+    first, second = (fn.InnerLoop(1, 0.4, first_order=fo) for fo in (True, False))
+    engine: fn.Engine = os.environ.get("ENGINE", "auto")  # type: ignore[assignment]
 
-    def full(adapt: fn.Adapt) -> Callable[[], None]:
+    def full(adapt: fn.InnerLoop) -> Callable[[], None]:
         def step() -> None:
             for p in params.values():
                 p.grad = None
-            losses, _ = fn.batched_query_loss(net, params, {}, support_x, labels, query_x, labels, adapt=adapt)
+            losses, _ = fn.batched_query_loss(net, params, {}, support_x, labels, query_x, labels, adapt=adapt,
+                                              engine=engine)
             losses.mean().backward()  # type: ignore[no-untyped-call]
         return step
 
     def adapt() -> fn.Params:
         with torch.no_grad():
-            return fn.batched_adapt(net, params, {}, support_x, labels, adapt=first)
+            return fn.batched_adapt(net, params, {}, support_x, labels, adapt=first, engine=engine)
 
     adapted = {k: v.detach().requires_grad_() for k, v in adapt().items()}
 
     def query() -> None:
-        logits = fn.batched_forward(net, adapted, {}, query_x)
+        logits = fn.batched_forward(net, adapted, {}, query_x, engine=engine)
         F.cross_entropy(logits.reshape(-1, WAYS), labels.reshape(-1)).backward()  # type: ignore[no-untyped-call]
 
     def query_fwd() -> None:
         with torch.no_grad():
-            fn.batched_forward(net, adapted, {}, query_x)
+            fn.batched_forward(net, adapted, {}, query_x, engine=engine)
 
     def support(gradient: bool, example_major: bool) -> Callable[[], object]:
         loss = grad(fn.classification_loss) if gradient else fn.classification_loss

@@ -80,7 +80,7 @@ def build_body(arch: ArchConfig, image_size: int, in_channels: int = 1) -> nn.Se
         if downsample:
             side = (side + 1) // 2
         channels = arch.channels
-    layers.append(nn.Flatten() if arch.head == "flatten" else _SpatialMean())
+    layers.append(nn.Flatten() if arch.head == "flatten" else SpatialMean())
     return nn.Sequential(*layers)
 
 
@@ -90,7 +90,9 @@ def feature_dim(arch: ArchConfig, image_size: int) -> int:
     return channels * side * side if arch.head == "flatten" else channels
 
 
-class _SpatialMean(nn.Module):
+class SpatialMean(nn.Module):
+    """Mean over the two spatial axes: ``(..., C, H, W) -> (..., C)``."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(-2, -1))
 

@@ -1,20 +1,28 @@
-"""Pure inner-loop math on ``torch.func``: adapt parameters to a support set, score a query set.
+"""Pure inner-loop math: adapt parameters to a support set, score a query set.
 
-Everything here maps ``(params, buffers, episode tensors, *, steps, lr, ...)`` to new parameters or
-losses, without touching module state. Meta-training and evaluation adapt through the same function,
-and :func:`batched_query_loss` runs the per-task function over a meta-batch with ``vmap``.
+Everything here maps ``(params, episode tensors, *, steps, lr, ...)`` to new parameters or losses, without
+touching module state. An inner loop (:class:`InnerLoop`) is written once against a gradient oracle
+(:data:`LossGrad`) and runs on a single task (``torch.func.grad``) or on a whole meta-batch:
+:func:`batched_query_loss`, :func:`batched_adapt` and :func:`batched_forward` evaluate every task at once
+with :mod:`nas_meta.task_batched` for the networks nas-meta builds (``engine="tasks"``), and with ``vmap``
+over the per-task functions for any other module (``engine="vmap"``). ``engine="auto"`` picks the first
+where it applies; the tests hold both engines equal to an explicit per-task loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+
+from . import task_batched
 
 Params = dict[str, Tensor]
 LearningRate = float | Mapping[str, Tensor]
@@ -33,25 +41,22 @@ def classification_loss(
     return F.cross_entropy(forward(model, params, buffers, x), y)
 
 
-def sgd_adapt(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor],
-    x: Tensor,
-    y: Tensor,
-    *,
-    steps: int,
-    lr: LearningRate,
-    first_order: bool = False,
-) -> Params:
-    """``steps`` steps of gradient descent on the support loss (MAML's inner loop; Meta-SGD if ``lr`` is a dict).
+LossGrad = Callable[[Params, bool], Params]
+"""A gradient oracle: ``(params, create_graph) -> gradient of the support loss`` for every parameter.
+
+With ``create_graph`` the gradient stays differentiable w.r.t. ``params`` (second-order MAML); without it
+the gradient is a constant."""
+
+Engine = Literal["auto", "tasks", "vmap"]
+
+
+def sgd_steps(loss_grad: LossGrad, params: Mapping[str, Tensor], *, steps: int, lr: LearningRate,
+              first_order: bool = False) -> Params:
+    """``steps`` steps of gradient descent (MAML's inner loop; Meta-SGD if ``lr`` is a dict).
 
     Args:
-        model: the network, used only as a function.
+        loss_grad: the support loss's gradient oracle.
         params: starting parameters (differentiable: the returned params keep the graph to them).
-        buffers: the network's buffers.
-        x: support images, ``(n, C, H, W)``.
-        y: support labels, ``(n,)``.
         steps: number of gradient steps (0 returns ``params`` unchanged).
         lr: one learning rate, or one tensor per parameter name (Meta-SGD), broadcast against it.
         first_order: drop the second-order term: inner gradients are treated as constants.
@@ -61,10 +66,7 @@ def sgd_adapt(
     """
     adapted = dict(params)
     for _ in range(steps):
-        # first order: the inner gradients are constants, so no outer graph is recorded for them
-        # (torch.func.grad still differentiates inside no_grad)
-        with torch.no_grad() if first_order else contextlib.nullcontext():
-            grads = grad(classification_loss)(adapted, model, buffers, x, y)
+        grads = loss_grad(adapted, not first_order)
         if isinstance(lr, Mapping):
             adapted = {k: p - lr[k] * grads[k] for k, p in adapted.items()}
         else:
@@ -72,19 +74,9 @@ def sgd_adapt(
     return adapted
 
 
-def adam_adapt(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor],
-    x: Tensor,
-    y: Tensor,
-    *,
-    steps: int,
-    lr: float,
-    betas: tuple[float, float] = (0.0, 0.999),
-    eps: float = 1e-8,
-) -> Params:
-    """``steps`` steps of Adam on the support loss, first-order (Reptile's inner loop uses β1 = 0).
+def adam_steps(loss_grad: LossGrad, params: Mapping[str, Tensor], *, steps: int, lr: float,
+               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> Params:
+    """``steps`` steps of Adam, first-order (Reptile's inner loop uses β1 = 0).
 
     Returns:
         The adapted parameters, detached from ``params``.
@@ -94,7 +86,7 @@ def adam_adapt(
     m = {k: torch.zeros_like(p) for k, p in adapted.items()}
     v = {k: torch.zeros_like(p) for k, p in adapted.items()}
     for t in range(1, steps + 1):
-        grads = grad(classification_loss)(adapted, model, buffers, x, y)
+        grads = loss_grad(adapted, False)
         m = {k: b1 * m[k] + (1 - b1) * grads[k] for k in adapted}
         v = {k: b2 * v[k] + (1 - b2) * grads[k] ** 2 for k in adapted}
         step, correction2 = lr / (1 - b1**t), (1 - b2**t) ** 0.5
@@ -102,7 +94,79 @@ def adam_adapt(
     return adapted
 
 
-Adapt = Callable[..., Params]
+@dataclass(frozen=True, eq=False)
+class InnerLoop:
+    """How a learner adapts to a support set: ``steps`` steps of SGD (or Adam) at learning rate ``lr``.
+
+    Attributes:
+        steps: number of gradient steps.
+        lr: one learning rate, or one tensor per parameter name (Meta-SGD; SGD only).
+        first_order: inner gradients are constants (no second-order term through them).
+        optimizer: ``"sgd"`` or ``"adam"`` (Adam is always first order; β1 = 0 as in Reptile).
+    """
+
+    steps: int
+    lr: LearningRate
+    first_order: bool = False
+    optimizer: Literal["sgd", "adam"] = "sgd"
+
+    def run(self, loss_grad: LossGrad, params: Mapping[str, Tensor]) -> Params:
+        """The adapted parameters, starting from ``params``."""
+        if self.optimizer == "adam":
+            assert not isinstance(self.lr, Mapping), "Adam takes one learning rate"
+            return adam_steps(loss_grad, params, steps=self.steps, lr=self.lr)
+        return sgd_steps(loss_grad, params, steps=self.steps, lr=self.lr, first_order=self.first_order)
+
+
+def task_loss_grad(model: nn.Module, buffers: Mapping[str, Tensor], x: Tensor, y: Tensor) -> LossGrad:
+    """Gradient oracle of one task's support loss, with ``torch.func.grad`` (composes with ``vmap``)."""
+
+    def loss_grad(params: Params, create_graph: bool) -> Params:
+        # without create_graph no outer graph is recorded (torch.func.grad still differentiates inside no_grad)
+        with contextlib.nullcontext() if create_graph else torch.no_grad():
+            grads: Params = grad(classification_loss)(params, model, buffers, x, y)
+        return grads
+
+    return loss_grad
+
+
+def sgd_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor, y: Tensor,
+              *, steps: int, lr: LearningRate, first_order: bool = False) -> Params:
+    """:func:`sgd_steps` on one task's support set ``x (n, C, H, W)``, ``y (n,)``."""
+    return sgd_steps(task_loss_grad(model, buffers, x, y), params, steps=steps, lr=lr, first_order=first_order)
+
+
+def adam_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor, y: Tensor,
+               *, steps: int, lr: float, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> Params:
+    """:func:`adam_steps` on one task's support set ``x (n, C, H, W)``, ``y (n,)``."""
+    return adam_steps(task_loss_grad(model, buffers, x, y), params, steps=steps, lr=lr, betas=betas, eps=eps)
+
+
+def tasks_loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> LossGrad:
+    """Gradient oracle of every task's support loss at once (:mod:`nas_meta.task_batched`).
+
+    Args:
+        model: a network :func:`nas_meta.task_batched.supports` accepts.
+        x: support images, example-major ``(n, T, C, H, W)``.
+        y: support labels ``(T, n)``.
+
+    The oracle takes and returns parameters with a leading task axis; each task's gradient is that of its
+    own mean cross-entropy.
+    """
+
+    def loss_grad(params: Params, create_graph: bool) -> Params:
+        names = list(params)
+        with torch.enable_grad():
+            if create_graph:
+                inputs = [p if p.requires_grad else p.detach().requires_grad_() for p in params.values()]
+            else:
+                inputs = [p.detach().requires_grad_() for p in params.values()]
+            logits = task_batched.forward(model, dict(zip(names, inputs)), x, twice_differentiable=create_graph)
+            grads = torch.autograd.grad(task_batched.summed_task_loss(logits, y), inputs, create_graph=create_graph,
+                                        allow_unused=True, materialize_grads=True)
+        return dict(zip(names, grads))
+
+    return loss_grad
 
 
 def task_query_loss(
@@ -114,18 +178,31 @@ def task_query_loss(
     *,
     model: nn.Module,
     buffers: Mapping[str, Tensor],
-    adapt: Adapt,
+    adapt: InnerLoop,
 ) -> tuple[Tensor, Tensor]:
     """Adapt on one task's support set, then score its query set.
 
     Returns:
         ``(query_loss, query_accuracy)`` as 0-d tensors; the loss is differentiable w.r.t. ``params``.
     """
-    adapted = adapt(model, params, buffers, support_x, support_y)
+    adapted = adapt.run(task_loss_grad(model, buffers, support_x, support_y), params)
     logits = forward(model, adapted, buffers, query_x)
     loss = F.cross_entropy(logits, query_y)
     accuracy = (logits.argmax(dim=-1) == query_y).float().mean()
     return loss, accuracy
+
+
+def use_tasks_engine(model: nn.Module, buffers: Mapping[str, Tensor], engine: Engine) -> bool:
+    """Whether the batched functions run ``model`` with :mod:`nas_meta.task_batched` (else ``vmap``)."""
+    supported = not buffers and task_batched.supports(model)
+    if engine == "tasks" and not supported:
+        raise ValueError(f"engine='tasks' cannot run {type(model).__name__}: use engine='vmap' or 'auto'")
+    return engine != "vmap" and supported
+
+
+def per_task(params: Mapping[str, Tensor], tasks: int) -> Params:
+    """Shared parameters as per-task ones: expanded views (no copy) with a leading task axis."""
+    return {k: v.expand(tasks, *v.shape) for k, v in params.items()}
 
 
 def batched_query_loss(
@@ -137,9 +214,10 @@ def batched_query_loss(
     query_x: Tensor,
     query_y: Tensor,
     *,
-    adapt: Adapt,
+    adapt: InnerLoop,
+    engine: Engine = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """:func:`task_query_loss` for a meta-batch of tasks at once (``vmap`` over the leading task axis).
+    """:func:`task_query_loss` for a meta-batch of tasks at once.
 
     Args:
         model: the network.
@@ -147,25 +225,30 @@ def batched_query_loss(
         buffers: the network's buffers.
         support_x: ``(tasks, n_support, C, H, W)``; support_y: ``(tasks, n_support)``.
         query_x: ``(tasks, n_query, C, H, W)``; query_y: ``(tasks, n_query)``.
-        adapt: the inner loop, e.g. ``partial(sgd_adapt, steps=1, lr=0.4)``.
+        adapt: the inner loop, e.g. ``InnerLoop(steps=1, lr=0.4)``.
+        engine: ``"tasks"``, ``"vmap"`` or ``"auto"`` (see the module docstring).
 
     Returns:
         Per-task query losses and accuracies, each of shape ``(tasks,)``.
     """
-    per_task = partial(task_query_loss, model=model, buffers=buffers, adapt=adapt)
-    losses, accuracies = vmap(per_task, in_dims=(None, 1, 0, 1, 0), randomness="different")(
+    if use_tasks_engine(model, buffers, engine):
+        loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
+        adapted = adapt.run(loss_grad, per_task(params, support_x.shape[0]))
+        return task_batched.task_scores(task_batched.forward(model, adapted, example_major(query_x)), query_y)
+    one_task = partial(task_query_loss, model=model, buffers=buffers, adapt=adapt)
+    losses, accuracies = vmap(one_task, in_dims=(None, 1, 0, 1, 0), randomness="different")(
         dict(params), example_major(support_x), support_y, example_major(query_x), query_y
     )
     return losses, accuracies
 
 
 def example_major(x: Tensor) -> Tensor:
-    """``(tasks, n, C, H, W)`` images laid out as ``(n, tasks, C, H, W)`` in memory, for ``vmap(in_dims=1)``.
+    """``(tasks, n, C, H, W)`` images laid out as ``(n, tasks, C, H, W)`` in memory.
 
-    Once the weights differ per task, ``vmap`` runs each convolution as one grouped convolution over
-    ``(n, tasks * C, H, W)``. Feeding the images example-major makes that a free view for the first layer,
-    and every later activation keeps the layout, instead of being transposed in memory at each layer
-    (measured in ``benchmarks/speed_vs_learn2learn.py``).
+    Both engines want this layout: :mod:`nas_meta.task_batched` reads it as one dense batch or as the input
+    of a grouped convolution with one group per task; ``vmap(in_dims=1)`` runs every convolution with per-task
+    weights as such a grouped convolution, and with this layout every activation keeps it instead of being
+    transposed in memory at each layer.
     """
     return x.transpose(0, 1).contiguous()
 
@@ -177,19 +260,25 @@ def batched_adapt(
     support_x: Tensor,
     support_y: Tensor,
     *,
-    adapt: Adapt,
+    adapt: InnerLoop,
+    engine: Engine = "auto",
 ) -> Params:
     """Adapt the shared ``params`` to each task of a meta-batch; every returned tensor has a leading task axis."""
-    per_task = partial(adapt, model, buffers=buffers)
+    if use_tasks_engine(model, buffers, engine):
+        loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
+        return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
 
     def one(p: Params, x: Tensor, y: Tensor) -> Params:
-        return per_task(p, x=x, y=y)
+        return adapt.run(task_loss_grad(model, buffers, x, y), p)
 
     return vmap(one, in_dims=(None, 1, 0), randomness="different")(dict(params), example_major(support_x), support_y)
 
 
-def batched_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
-    """Logits for ``x`` of shape ``(tasks, n, C, H, W)`` with per-task ``params`` (leading task axis)."""
+def batched_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
+                    *, engine: Engine = "auto") -> Tensor:
+    """Logits ``(tasks, n, ways)`` for ``x`` of shape ``(tasks, n, C, H, W)`` with per-task ``params`` (leading task axis)."""
+    if use_tasks_engine(model, buffers, engine):
+        return task_batched.forward(model, params, example_major(x)).transpose(0, 1)
     return vmap(partial(forward, model), in_dims=(0, None, 1), randomness="different")(
         dict(params), dict(buffers), example_major(x)
     )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from nas_meta import functional as Fn
+from nas_meta import task_batched
+from nas_meta.architectures import build_network
+from nas_meta.config import ArchConfig
 from tests.conftest import tiny_network, tiny_tasks
 
 
@@ -27,36 +28,97 @@ def loop_meta_gradient(net, params, xs, ys, xq, yq, lr, steps, first_order):
     return mean, torch.autograd.grad(mean, list(params.values()))
 
 
-def vmap_meta_gradient(net, params, xs, ys, xq, yq, lr, steps, first_order):
-    adapt = partial(Fn.sgd_adapt, steps=steps, lr=lr, first_order=first_order)
-    losses, _ = Fn.batched_query_loss(net, params, {}, xs, ys, xq, yq, adapt=adapt)
+def batched_meta_gradient(net, params, xs, ys, xq, yq, lr, steps, first_order, engine="auto"):
+    adapt = Fn.InnerLoop(steps, lr, first_order)
+    losses, _ = Fn.batched_query_loss(net, params, {}, xs, ys, xq, yq, adapt=adapt, engine=engine)
     mean = losses.mean()
     return mean, torch.autograd.grad(mean, list(params.values()))
 
 
+ENGINES = ["tasks", "vmap"]
+# every kind of layer the task-batched engine evaluates: norms, downsampling, activations, heads
+ARCHITECTURES = [
+    dict(),
+    dict(norm="instance", downsample="maxpool", activation="gelu", head="flatten"),
+    dict(norm="layer", activation="elu", kernel=5),
+    dict(norm="none", downsample="maxpool", activation="leaky_relu"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_vmap_meta_gradient_equals_per_task_loop(steps: int, first_order: bool) -> None:
+def test_batched_meta_gradient_equals_per_task_loop(engine: str, steps: int, first_order: bool) -> None:
     net = tiny_network()
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
     data = tiny_tasks()
     ref_loss, ref_grads = loop_meta_gradient(net, params, *data, 0.3, steps, first_order)
-    loss, grads = vmap_meta_gradient(net, params, *data, 0.3, steps, first_order)
+    loss, grads = batched_meta_gradient(net, params, *data, 0.3, steps, first_order, engine)
     assert torch.allclose(loss, ref_loss, atol=1e-10)
     for g, r in zip(grads, ref_grads):
         assert torch.allclose(g, r, atol=1e-10, rtol=1e-8)
 
 
-def test_vmap_equals_loop_in_float32_to_1e_5() -> None:
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: "-".join(map(str, a.values())) or "default")
+@pytest.mark.parametrize("first_order", [False, True])
+def test_task_batched_engine_equals_loop_for_every_layer_kind(arch: dict, first_order: bool) -> None:
+    net = build_network(ArchConfig(blocks=3, channels=4, **arch), 3, 9).double()  # odd size: ceil-mode pooling
+    torch.manual_seed(1)
+    params = {k: (p.detach() + 0.1 * torch.randn_like(p)).requires_grad_() for k, p in net.named_parameters()}
+    data = tiny_tasks(size=9)
+    assert task_batched.supports(net)
+    ref_loss, ref_grads = loop_meta_gradient(net, params, *data, 0.3, 2, first_order)
+    loss, grads = batched_meta_gradient(net, params, *data, 0.3, 2, first_order, "tasks")
+    assert torch.allclose(loss, ref_loss, atol=1e-10)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batched_equals_loop_in_float32_to_1e_5(engine: str) -> None:
     net = tiny_network().float()
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
     xs, ys, xq, yq = tiny_tasks(tasks=4)
     data = (xs.float(), ys, xq.float(), yq)
     ref_loss, ref_grads = loop_meta_gradient(net, params, *data, 0.4, 1, False)
-    loss, grads = vmap_meta_gradient(net, params, *data, 0.4, 1, False)
+    loss, grads = batched_meta_gradient(net, params, *data, 0.4, 1, False, engine)
     assert abs(float(loss - ref_loss)) < 1e-5
     for g, r in zip(grads, ref_grads):
         assert float((g - r).abs().max()) < 1e-5
+
+
+def test_metasgd_and_adam_inner_loops_agree_across_engines() -> None:
+    net = tiny_network()
+    params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
+    lrs = {k: torch.rand_like(p, dtype=torch.float64).requires_grad_() for k, p in params.items()}
+    xs, ys, xq, yq = tiny_tasks()
+    for adapt in (Fn.InnerLoop(2, lrs), Fn.InnerLoop(3, 0.01, optimizer="adam")):
+        results = []
+        for engine in ENGINES:
+            adapted = Fn.batched_adapt(net, params, {}, xs, ys, adapt=adapt, engine=engine)
+            losses = Fn.batched_query_loss(net, params, {}, xs, ys, xq, yq, adapt=adapt, engine=engine)[0]
+            # Meta-SGD: meta-gradients for the weights and the learning rates; Adam (Reptile) is detached
+            grads = torch.autograd.grad(losses.sum(), [*params.values(), *lrs.values()]) if losses.requires_grad else ()
+            results.append((adapted, losses, grads))
+        (a_tasks, l_tasks, g_tasks), (a_vmap, l_vmap, g_vmap) = results
+        assert torch.allclose(l_tasks, l_vmap, atol=1e-10)
+        assert len(g_tasks) == (2 * len(params) if adapt.optimizer == "sgd" else 0)
+        assert not torch.allclose(a_tasks["head.weight"][0], params["head.weight"])  # the loop did adapt
+        for k in params:
+            assert torch.allclose(a_tasks[k], a_vmap[k], atol=1e-10)
+        for a, b in zip(g_tasks, g_vmap, strict=True):
+            assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_task_batched_engine_refuses_what_it_cannot_run() -> None:
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).double()
+    params = dict(other.named_parameters())
+    xs, ys, xq, yq = tiny_tasks()
+    assert not task_batched.supports(other)
+    with pytest.raises(ValueError, match="engine='tasks'"):
+        Fn.batched_query_loss(other, params, {}, xs, ys, xq, yq, adapt=Fn.InnerLoop(1, 0.1), engine="tasks")
+    losses, _ = Fn.batched_query_loss(other, params, {}, xs, ys, xq, yq, adapt=Fn.InnerLoop(1, 0.1))  # auto: vmap
+    assert losses.shape == (3,)
 
 
 def test_second_order_meta_gradient_matches_finite_differences() -> None:
@@ -64,8 +126,8 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
     net = tiny_network(norm="none")
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
     data = tiny_tasks(tasks=2)
-    _, grads = vmap_meta_gradient(net, params, *data, 0.5, 1, False)
-    _, fo_grads = vmap_meta_gradient(net, params, *data, 0.5, 1, True)
+    _, grads = batched_meta_gradient(net, params, *data, 0.5, 1, False)
+    _, fo_grads = batched_meta_gradient(net, params, *data, 0.5, 1, True)
     flat = torch.cat([g.flatten() for g in grads])
     fo_flat = torch.cat([g.flatten() for g in fo_grads])
     direction = torch.randn_like(flat)
@@ -77,8 +139,7 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
             n = p.numel()
             shifted[k] = (p + shift * direction[offset : offset + n].view_as(p)).detach()
             offset += n
-        adapt = partial(Fn.sgd_adapt, steps=1, lr=0.5)
-        losses, _ = Fn.batched_query_loss(net, shifted, {}, *data, adapt=adapt)
+        losses, _ = Fn.batched_query_loss(net, shifted, {}, *data, adapt=Fn.InnerLoop(1, 0.5))
         return float(losses.mean())
 
     numeric = (objective(eps) - objective(-eps)) / (2 * eps)
@@ -93,8 +154,8 @@ def test_first_order_drops_exactly_the_hessian_term() -> None:
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
     xs, ys, xq, yq = tiny_tasks(tasks=1)
     lr = 0.3
-    _, so = vmap_meta_gradient(net, params, xs, ys, xq, yq, lr, 1, False)
-    _, fo = vmap_meta_gradient(net, params, xs, ys, xq, yq, lr, 1, True)
+    _, so = batched_meta_gradient(net, params, xs, ys, xq, yq, lr, 1, False)
+    _, fo = batched_meta_gradient(net, params, xs, ys, xq, yq, lr, 1, True)
     support = F.cross_entropy(functional_call(net, params, (xs[0],)), ys[0])
     g_s = torch.autograd.grad(support, list(params.values()), create_graph=True)
     adapted = {k: (p - lr * g).detach().requires_grad_() for (k, p), g in zip(params.items(), g_s)}

@@ -6,7 +6,6 @@ optimizer) around the pure functions of :mod:`nas_meta.functional`.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -16,7 +15,7 @@ from ..architectures import build_network, initialize
 from ..config import TrainConfig
 from ..episodes import Episode
 from ..errors import ConfigError
-from ..functional import Adapt, LearningRate, Params, batched_adapt, batched_query_loss, sgd_adapt
+from ..functional import InnerLoop, LearningRate, Params, batched_adapt, batched_query_loss
 
 
 @runtime_checkable
@@ -94,8 +93,8 @@ class BaseLearner(nn.Module):
         body["head.bias"] = torch.zeros(ways, device=device)
         return body
 
-    def inner_loop(self, steps: int, *, first_order: bool) -> Adapt:
-        return partial(sgd_adapt, steps=steps, lr=self.inner_lr(), first_order=first_order)
+    def inner_loop(self, steps: int, *, first_order: bool) -> InnerLoop:
+        return InnerLoop(steps, self.inner_lr(), first_order)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, *, ways: int, steps: int | None = None) -> Params:
         steps = self.config.learner.test_steps if steps is None else steps

@@ -5,13 +5,13 @@ Reference: Nichol, Achiam & Schulman (2018), "On First-Order Meta-Learning Algor
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Literal
 
 import torch
 
 from ..config import TrainConfig
 from ..episodes import Episode
-from ..functional import Adapt, adam_adapt, batched_adapt, interpolate, sgd_adapt
+from ..functional import InnerLoop, batched_adapt, interpolate
 from .base import BaseLearner
 
 
@@ -30,10 +30,9 @@ class Reptile(BaseLearner):
     def __init__(self, config: TrainConfig, label_space: int) -> None:
         super().__init__(config, label_space)
 
-    def inner_loop(self, steps: int, *, first_order: bool) -> Adapt:
-        if self.config.learner.inner_optimizer == "adam":
-            return partial(adam_adapt, steps=steps, lr=self.config.learner.inner_lr)
-        return partial(sgd_adapt, steps=steps, lr=self.config.learner.inner_lr, first_order=True)
+    def inner_loop(self, steps: int, *, first_order: bool) -> InnerLoop:
+        optimizer: Literal["sgd", "adam"] = "adam" if self.config.learner.inner_optimizer == "adam" else "sgd"
+        return InnerLoop(steps, self.config.learner.inner_lr, first_order=True, optimizer=optimizer)
 
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
         x = torch.cat([episode.support_x, episode.query_x], dim=1)

@@ -1,0 +1,278 @@
+"""The few-shot network evaluated on every task of a meta-batch at once, each task with its own parameters.
+
+This is the fast path behind :mod:`nas_meta.functional` for the networks :mod:`nas_meta.architectures`
+builds; ``vmap`` remains the path for any other module, and the tests hold the two equal.
+
+Layout: the activations of ``T`` tasks of ``n`` images each are one contiguous ``(n, T, C, H, W)`` tensor
+("example-major"). Viewed as ``(n*T, C, H, W)`` it is one dense batch, so a convolution whose weights
+all tasks share is one ordinary convolution; viewed as ``(n, T*C, H, W)`` it is the input of a grouped
+convolution with one group per task, for per-task weights. No layout change is ever needed between the two.
+
+Parameters carry a leading task axis. A parameter all tasks share (the meta-parameters, before the first
+inner step) is passed as an expanded view, stride 0 on that axis: :func:`conv` then convolves densely, yet
+still returns one gradient per task (a grouped weight gradient), which is what the inner loop needs.
+That is why the convolution has its own autograd function: ``vmap`` runs every convolution of the first
+inner step as a grouped one, and its second derivative loops over the groups one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .architectures import BatchStatNorm2d, SpatialMean
+
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
+_PER_IMAGE = (nn.MaxPool2d,)
+
+
+def is_shared(t: Tensor) -> bool:
+    """True if every slice along the task axis is the same tensor (an expanded view, or a single task)."""
+    return t.shape[0] == 1 or t.stride(0) == 0
+
+
+def supports(model: nn.Module) -> bool:
+    """True if ``model`` is a network this module evaluates: ``body`` (conv blocks) then a linear ``head``."""
+    if not isinstance(model, nn.Sequential) or set(model._modules) != {"body", "head"}:
+        return False
+    body, head = model.get_submodule("body"), model.get_submodule("head")
+    if not isinstance(body, nn.Sequential) or not isinstance(head, nn.Linear) or any(True for _ in model.buffers()):
+        return False
+    for layer in body:
+        if isinstance(layer, nn.Conv2d):
+            if layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                return False
+        elif isinstance(layer, nn.GroupNorm):
+            if not layer.affine:
+                return False
+        elif not isinstance(layer, (BatchStatNorm2d, nn.Identity, nn.Flatten, SpatialMean, *_ELEMENTWISE, *_PER_IMAGE)):
+            return False
+    return True
+
+
+Pair = tuple[int, int]
+
+
+def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
+    """The forward kernel: dense where the weights are shared, else grouped with one group per task."""
+    n, tasks = x.shape[:2]
+    x = x.contiguous()
+    if is_shared(weight):
+        shared_bias = bias[0] if bias is not None and is_shared(bias) else None
+        y = F.conv2d(x.flatten(0, 1), weight[0], shared_bias, stride, padding)
+        y = y.view(n, tasks, *y.shape[1:])
+        return y + bias[None, :, :, None, None] if bias is not None and shared_bias is None else y
+    flat_bias = bias.flatten() if bias is not None else None
+    y = F.conv2d(x.flatten(1, 2), weight.flatten(0, 1), flat_bias, stride, padding, groups=tasks)
+    return y.view(n, tasks, weight.shape[1], *y.shape[2:])
+
+
+def _backward_kernel(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Pair, padding: Pair, groups: int,
+                     which: int) -> Tensor:
+    """One of the convolution's backward kernels (0: input gradient, 1: weight gradient).
+
+    ``x`` and ``weight`` must be real tensors of the right shapes even where only their shapes matter:
+    the expanded placeholders of ``torch.nn.grad.conv2d_input``/``conv2d_weight`` are copied in full by the kernel.
+    """
+    mask = (which == 0, which == 1, False)
+    out: Tensor = torch.ops.aten.convolution_backward(grad_y, x, weight, None, stride, padding, (1, 1), False, (0, 0),
+                                                      groups, mask)[which]
+    return out
+
+
+def _input_grad(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
+    """The input-gradient kernel (a transposed convolution), dense where the weights are shared; ``x`` for its shape."""
+    grad_y, x = grad_y.contiguous(), x.contiguous()
+    if is_shared(weight):
+        gx = _backward_kernel(grad_y.flatten(0, 1), x.flatten(0, 1), weight[0], stride, padding, 1, 0)
+    else:
+        gx = _backward_kernel(grad_y.flatten(1, 2), x.flatten(1, 2), weight.flatten(0, 1), stride, padding, x.shape[1], 0)
+    return gx.view(x.shape)
+
+
+def _weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
+    """The weight-gradient kernel: one gradient per task (grouped), whether or not the weights were shared."""
+    placeholder = x.new_empty((weight_shape[0] * weight_shape[1], *weight_shape[2:]))
+    gw = _backward_kernel(grad_y.contiguous().flatten(1, 2), x.contiguous().flatten(1, 2), placeholder, stride, padding,
+                          x.shape[1], 1)
+    return gw.view(weight_shape)
+
+
+# Three autograd functions, each the derivative of the others: a convolution, its input gradient and its
+# weight gradient are bilinear in their two tensor arguments, so each one's backward is made of the other
+# two. Second derivatives (MAML) therefore run the same dense and grouped kernels as the first ones, and
+# never autograd's generic double backward of a grouped convolution, which loops over the groups.
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
+        return _convolve(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, weight, _, ctx.stride, ctx.padding = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        return (
+            input_grad(grad_y, weight, x, ctx.stride, ctx.padding) if needs_x else None,
+            weight_grad(x, grad_y, weight.shape, ctx.stride, ctx.padding) if needs_weight else None,
+            grad_y.sum(dim=(0, 3, 4)) if needs_bias else None,
+            None,
+            None,
+        )
+
+
+class _InputGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
+        return _input_grad(grad_y, weight, x, stride, padding)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        grad_y, weight, _, ctx.stride, ctx.padding = inputs
+        ctx.save_for_backward(grad_y, weight)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        grad_y, weight = ctx.saved_tensors
+        needs_grad_y, needs_weight = ctx.needs_input_grad[:2]
+        return (
+            conv(g, weight, None, ctx.stride, ctx.padding) if needs_grad_y else None,
+            weight_grad(g, grad_y, weight.shape, ctx.stride, ctx.padding) if needs_weight else None,
+            None,
+            None,
+            None,
+        )
+
+
+class _WeightGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
+        return _weight_grad(x, grad_y, weight_shape, stride, padding)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, grad_y, _, ctx.stride, ctx.padding = inputs
+        ctx.save_for_backward(x, grad_y)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, grad_y = ctx.saved_tensors
+        needs_x, needs_grad_y = ctx.needs_input_grad[:2]
+        return (
+            input_grad(grad_y, g, x, ctx.stride, ctx.padding) if needs_x else None,
+            conv(x, g, None, ctx.stride, ctx.padding) if needs_grad_y else None,
+            None,
+            None,
+            None,
+        )
+
+
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
+    """Per-task 2-d convolution: ``x (n, T, C, H, W)``, ``weight (T, O, C, k, k)``, ``bias (T, O)`` or None.
+
+    Dense where ``weight`` is shared (an expanded view), grouped with one group per task where it is not;
+    either way the gradient w.r.t. ``weight`` has one slice per task. Differentiable any number of times.
+    """
+    out: Tensor = _Conv.apply(x, weight, bias, stride, padding)  # type: ignore[no-untyped-call]
+    return out
+
+
+def input_grad(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
+    """Gradient of :func:`conv` w.r.t. its input ``x`` (used for its shape only), given the output's gradient.
+
+    Differentiable w.r.t. ``grad_y`` and ``weight``.
+    """
+    out: Tensor = _InputGrad.apply(grad_y, weight, x.detach(), stride, padding)  # type: ignore[no-untyped-call]
+    return out
+
+
+def weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
+    """Per-task gradient of :func:`conv` w.r.t. its weights, given the output's gradient (differentiable)."""
+    out: Tensor = _WeightGrad.apply(x, grad_y, weight_shape, stride, padding)  # type: ignore[no-untyped-call]
+    return out
+
+
+def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, *, twice_differentiable: bool) -> Tensor:
+    """:class:`~nas_meta.architectures.BatchStatNorm2d` per task: statistics over each task's images and pixels.
+
+    The fused kernel is used where the result is differentiated once; its second derivative is slower than
+    autograd's derivative of the plain operations, which are used where the result is differentiated twice.
+    """
+    n, tasks, channels, h, w = x.shape
+    if not twice_differentiable:
+        y = F.batch_norm(x.reshape(n, tasks * channels, h, w), None, None, weight.reshape(-1), bias.reshape(-1),
+                         True, 0.0, eps)
+        return y.view(x.shape)
+    mean = x.mean(dim=(0, 3, 4), keepdim=True)
+    centered = x - mean
+    var = (centered * centered).mean(dim=(0, 3, 4), keepdim=True)
+    scale = torch.rsqrt(var + eps) * weight[None, :, :, None, None]
+    return centered * scale + bias[None, :, :, None, None]
+
+
+def group_norm(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``nn.GroupNorm`` (per image) with per-task affine parameters."""
+    y = F.group_norm(x.flatten(0, 1), groups, None, None, eps).view(x.shape)
+    return y * weight[None, :, :, None, None] + bias[None, :, :, None, None]
+
+
+def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, *, twice_differentiable: bool = False) -> Tensor:
+    """Logits of every task's images under that task's parameters.
+
+    Args:
+        model: a network :func:`supports` accepts, used only for its structure and settings.
+        params: every parameter of ``model`` by name, with a leading task axis (expanded views where shared).
+        x: images, example-major ``(n, T, C, H, W)``.
+        twice_differentiable: the caller will differentiate the result twice (MAML's support loss).
+
+    Returns:
+        Logits ``(n, T, ways)``.
+    """
+    body = model.get_submodule("body")
+    assert isinstance(body, nn.Sequential)
+    for index, layer in enumerate(body):
+        name = f"body.{index}."
+        if isinstance(layer, nn.Conv2d):
+            x = conv(x, params[name + "weight"], params.get(name + "bias"), layer.stride, layer.padding)  # type: ignore[arg-type]
+        elif isinstance(layer, BatchStatNorm2d):
+            x = batch_norm(x, params[name + "weight"], params[name + "bias"], layer.eps,
+                           twice_differentiable=twice_differentiable)
+        elif isinstance(layer, nn.GroupNorm):
+            x = group_norm(x, layer.num_groups, params[name + "weight"], params[name + "bias"], layer.eps)
+        elif isinstance(layer, _PER_IMAGE):
+            pooled = layer(x.flatten(0, 1))
+            x = pooled.view(*x.shape[:2], *pooled.shape[1:])
+        elif isinstance(layer, nn.Flatten):
+            x = x.flatten(2)
+        elif isinstance(layer, SpatialMean):
+            x = x.mean(dim=(-2, -1))
+        else:
+            x = layer(x)  # elementwise activation, or Identity
+    logits = torch.einsum("ntf,tof->nto", x, params["head.weight"])
+    return logits + params["head.bias"][None]
+
+
+def summed_task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Sum over tasks of each task's mean cross-entropy; ``logits (n, T, ways)``, labels ``y (T, n)``.
+
+    Its gradient w.r.t. per-task parameters is each task's own loss gradient.
+    """
+    return F.cross_entropy(logits.flatten(0, 1), y.t().flatten(), reduction="sum") / y.shape[1]
+
+
+def task_scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-task mean cross-entropy and accuracy, each ``(T,)``; ``logits (n, T, ways)``, labels ``(T, n)``."""
+    labels = y.t()
+    losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    correct = (logits.argmax(dim=-1) == labels).to(logits.dtype)
+    return losses.mean(dim=0), correct.mean(dim=0)
