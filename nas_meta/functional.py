@@ -161,7 +161,7 @@ def tasks_loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> LossGrad:
                 inputs = [p if p.requires_grad else p.detach().requires_grad_() for p in params.values()]
             else:
                 inputs = [p.detach().requires_grad_() for p in params.values()]
-            logits = task_batched.forward(model, dict(zip(names, inputs)), x, twice_differentiable=create_graph)
+            logits = task_batched.forward(model, dict(zip(names, inputs)), x)
             grads = torch.autograd.grad(task_batched.summed_task_loss(logits, y), inputs, create_graph=create_graph,
                                         allow_unused=True, materialize_grads=True)
         return dict(zip(names, grads))

@@ -12,7 +12,10 @@ Parameters carry a leading task axis. A parameter all tasks share (the meta-para
 inner step) is passed as an expanded view, stride 0 on that axis: :func:`conv` then convolves densely, yet
 still returns one gradient per task (a grouped weight gradient), which is what the inner loop needs.
 That is why the convolution has its own autograd function: ``vmap`` runs every convolution of the first
-inner step as a grouped one, and its second derivative loops over the groups one at a time.
+inner step as a grouped one, and its second derivative loops over the groups one at a time. Batch norm has
+one too, with its second derivative written out (:class:`_BatchNormBackward`): on this layout every pass
+over the first layer's activations costs about a millisecond of memory traffic on a CPU, and autograd's
+derivative of the plain formula makes several dozen of them.
 """
 
 from __future__ import annotations
@@ -202,22 +205,84 @@ def weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pai
     return out
 
 
-def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, *, twice_differentiable: bool) -> Tensor:
+class _BatchNorm(torch.autograd.Function):
+    """Batch norm of ``(n, C, H, W)`` with batch statistics: fused kernels forward and backward.
+
+    The backward is :class:`_BatchNormBackward`, whose own derivative (MAML's second-order term) is written
+    out below: a dozen passes over the activations, where autograd's derivative of the plain formula takes
+    several dozen and the fused kernel's generic double backward is slower still.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        y, mean, inv_std = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        ctx.save_for_backward(x, weight)
+        ctx.mean, ctx.inv_std, ctx.eps = mean, inv_std, eps
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = _BatchNormBackward.apply(grad_y, x, weight, ctx.mean, ctx.inv_std, ctx.eps)
+        return grad_x, grad_weight, grad_bias, None
+
+
+class _BatchNormBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Tensor, mean: Tensor, inv_std: Tensor,
+                eps: float) -> tuple[Tensor, Tensor, Tensor]:
+        ctx.save_for_backward(grad_y, x, weight)
+        ctx.mean, ctx.inv_std = mean, inv_std
+        grads: tuple[Tensor, Tensor, Tensor] = torch.ops.aten.native_batch_norm_backward(
+            grad_y.contiguous(), x, weight, None, None, mean, inv_std, True, eps, [True, True, True])
+        return grads
+
+    @staticmethod
+    def backward(ctx: Any, gg_x: Tensor, gg_weight: Tensor, gg_bias: Tensor) -> tuple[Tensor | None, ...]:
+        # With x_hat = (x - mean) s, N values per channel, <.> their mean and R = g - <g> - x_hat <g x_hat>,
+        # the backward is gx = weight s R, gw = sum g x_hat, gb = sum g. Its derivative, given (Gx, Gw, Gb):
+        #   d/dg      = P - <P> - x_hat <P x_hat> + Gw x_hat + Gb,         with P = weight s Gx
+        #   d/dweight = s sum(Gx R)
+        #   d/dx      = s (H - <H> - x_hat <H x_hat>) - s^2 (weight sum(Gx R)) x_hat / N   (through x_hat and s)
+        #     with H  = -P <g x_hat> - g <P x_hat> + Gw g                                   (d/dx_hat)
+        grad_y, x, weight = ctx.saved_tensors
+        needs_grad_y, needs_x, needs_weight = ctx.needs_input_grad[:3]
+
+        def channel_mean(t: Tensor) -> Tensor:
+            return t.mean(dim=(0, 2, 3), keepdim=True)
+
+        def per_channel(t: Tensor) -> Tensor:
+            return t[None, :, None, None]
+
+        s, gamma = per_channel(ctx.inv_std), per_channel(weight)
+        x_hat = torch.addcmul(-per_channel(ctx.mean) * s, x, s)
+        count = x.numel() // x.shape[1]
+        scale = gamma * s
+        gg_x_x_hat = channel_mean(gg_x * x_hat)
+        p_mean, p_x_hat = scale * channel_mean(gg_x), scale * gg_x_x_hat
+        g_mean, g_x_hat = channel_mean(grad_y), channel_mean(grad_y * x_hat)
+        d_grad_y = d_x = d_weight = None
+        if needs_grad_y:
+            d_grad_y = torch.addcmul(per_channel(gg_bias) - p_mean, x_hat, per_channel(gg_weight) - p_x_hat)
+            d_grad_y = d_grad_y.addcmul_(gg_x, scale)
+        if needs_x or needs_weight:
+            gg_x_r = count * (channel_mean(gg_x * grad_y) - g_mean * channel_mean(gg_x) - g_x_hat * gg_x_x_hat)
+            d_weight = (s * gg_x_r).flatten()
+            if needs_x:
+                h = torch.addcmul(grad_y * (per_channel(gg_weight) - p_x_hat), gg_x, -scale * g_x_hat)
+                projection = channel_mean(h * x_hat) + scale * gg_x_r / count
+                d_x = torch.addcmul(h - channel_mean(h), x_hat, -projection).mul_(s)
+        return d_grad_y, d_x, d_weight if needs_weight else None, None, None, None
+
+
+def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """:class:`~nas_meta.architectures.BatchStatNorm2d` per task: statistics over each task's images and pixels.
 
-    The fused kernel is used where the result is differentiated once; its second derivative is slower than
-    autograd's derivative of the plain operations, which are used where the result is differentiated twice.
+    Differentiable twice (:class:`_BatchNorm`), as MAML's support pass needs.
     """
     n, tasks, channels, h, w = x.shape
-    if not twice_differentiable:
-        y = F.batch_norm(x.reshape(n, tasks * channels, h, w), None, None, weight.reshape(-1), bias.reshape(-1),
-                         True, 0.0, eps)
-        return y.view(x.shape)
-    mean = x.mean(dim=(0, 3, 4), keepdim=True)
-    centered = x - mean
-    var = (centered * centered).mean(dim=(0, 3, 4), keepdim=True)
-    scale = torch.rsqrt(var + eps) * weight[None, :, :, None, None]
-    return centered * scale + bias[None, :, :, None, None]
+    y: Tensor = _BatchNorm.apply(x.reshape(n, tasks * channels, h, w), weight.reshape(-1), bias.reshape(-1), eps)  # type: ignore[no-untyped-call]
+    return y.view(x.shape)
 
 
 def group_norm(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -226,14 +291,13 @@ def group_norm(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float)
     return y * weight[None, :, :, None, None] + bias[None, :, :, None, None]
 
 
-def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, *, twice_differentiable: bool = False) -> Tensor:
+def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """Logits of every task's images under that task's parameters.
 
     Args:
         model: a network :func:`supports` accepts, used only for its structure and settings.
         params: every parameter of ``model`` by name, with a leading task axis (expanded views where shared).
         x: images, example-major ``(n, T, C, H, W)``.
-        twice_differentiable: the caller will differentiate the result twice (MAML's support loss).
 
     Returns:
         Logits ``(n, T, ways)``.
@@ -245,8 +309,7 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, *, twice_
         if isinstance(layer, nn.Conv2d):
             x = conv(x, params[name + "weight"], params.get(name + "bias"), layer.stride, layer.padding)  # type: ignore[arg-type]
         elif isinstance(layer, BatchStatNorm2d):
-            x = batch_norm(x, params[name + "weight"], params[name + "bias"], layer.eps,
-                           twice_differentiable=twice_differentiable)
+            x = batch_norm(x, params[name + "weight"], params[name + "bias"], layer.eps)
         elif isinstance(layer, nn.GroupNorm):
             x = group_norm(x, layer.num_groups, params[name + "weight"], params[name + "bias"], layer.eps)
         elif isinstance(layer, _PER_IMAGE):
