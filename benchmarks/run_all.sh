@@ -8,6 +8,7 @@ export NAS_META_DATA=$DATA
 mkdir -p "$R"
 [ -x /tmp/nas-meta-peer/bin/python ] || bash ../shared/bench/setup_peer.sh /tmp/nas-meta-peer
 python benchmarks/speed_vs_learn2learn.py --rounds 5 --iters 30 --out "$R/speed.json" | tee "$R/speed.md"
+python benchmarks/ablation_engine.py --rounds 3 --iters 20 | tee "$R/ablation_engine.md"
 bash benchmarks/quality.sh "$R/quality" maml reptile metasgd pretrain | tee "$R/quality.md"
 python benchmarks/search_floors.py --data "$DATA" --out "$R/search" --runs "$R/runs"
 nas-meta export --study-name bench-5w1s-median --storage "journal:$R/runs/bench-5w1s-median.journal" --out "$R/export"

@@ -4,10 +4,11 @@
 
 Parts: full_fo / full_so (first- / second-order step without the Adam update), adapt (support pass: per-task
 inner gradients), query / query_fwd (query pass with per-task weights: forward + backward / forward only),
-support_fwd / support_grad (support loss / its per-task gradients, images example-major as in nas-meta) and
+support_fwd / support_grad (support loss / its per-task gradients under vmap, images example-major) and
 support_fwd_task_major / support_grad_task_major (the same with task-major images).
-Environment switches for the ablations quoted in the README: NOBIAS=1 (convolutions without bias),
-FTZ=1 (flush denormals), NOMKLDNN=1 (oneDNN off).
+ENGINE=tasks|vmap picks the engine (default auto: tasks for this network). Environment switches for the
+ablations quoted in the README: NOBIAS=1 (convolutions without bias),
+FTZ=1 (flush denormals), NOMKLDNN=1 (oneDNN off), THREADS=N (intra-op threads).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,8 @@ def main() -> None:
                 m.register_parameter("bias", None)
     if os.environ.get("FTZ"):
         torch.set_flush_denormal(True)
+    if os.environ.get("THREADS"):
+        torch.set_num_threads(int(os.environ["THREADS"]))
     if os.environ.get("NOMKLDNN"):
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     g = torch.Generator().manual_seed(0)
@@ -98,7 +100,7 @@ def main() -> None:
     parts: dict[str, tuple[str, Callable[[], object], int]] = {
         "full_fo": ("first-order step (no optimizer)", full(first), 30),
         "full_so": ("second-order step (no optimizer)", full(second), 15),
-        "adapt": ("support fwd+grad (vmap, no_grad)", adapt, 30),
+        "adapt": ("support fwd+grad (no_grad)", adapt, 30),
         "query": ("query fwd+bwd per-task weights", query, 30),
         "query_fwd": ("query fwd only per-task weights", query_fwd, 30),
         "support_fwd": ("support fwd (vmap)", support(False, True), 30),

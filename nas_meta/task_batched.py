@@ -223,7 +223,8 @@ class _BatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
-        grad_x, grad_weight, grad_bias = _BatchNormBackward.apply(grad_y, x, weight, ctx.mean, ctx.inv_std, ctx.eps)
+        grad_x, grad_weight, grad_bias = _BatchNormBackward.apply(  # type: ignore[no-untyped-call]
+            grad_y, x, weight, ctx.mean, ctx.inv_std, ctx.eps)
         return grad_x, grad_weight, grad_bias, None
 
 
