@@ -27,9 +27,10 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 class BatchStatNorm2d(nn.Module):
     """BatchNorm that always normalises with the statistics of the batch it sees (no running statistics).
 
-    Equal to ``nn.BatchNorm2d(track_running_stats=False)``, but written with plain tensor ops: MAML's
-    second-order meta-gradient differentiates through its backward pass, and autograd's derivative of
-    these ops is cheaper than the fused kernel's double-backward formula (see ``benchmarks/``).
+    Equal to ``nn.BatchNorm2d(track_running_stats=False)``, written with plain tensor ops: under ``vmap`` MAML's
+    second-order meta-gradient differentiates through its backward pass, and autograd's derivative of these ops
+    was cheaper there than the fused kernel's double-backward formula. The task-batched engine, which runs the
+    networks nas-meta builds, has its own batch norm (:func:`nas_meta.task_batched.batch_norm`).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:

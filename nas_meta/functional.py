@@ -205,6 +205,13 @@ def per_task(params: Mapping[str, Tensor], tasks: int) -> Params:
     return {k: v.expand(tasks, *v.shape) for k, v in params.items()}
 
 
+def _adapt_all_tasks(model: nn.Module, params: Mapping[str, Tensor], support_x: Tensor, support_y: Tensor,
+                     adapt: InnerLoop) -> Params:
+    """The task-batched engine's inner loop on every task of a meta-batch (leading task axis out)."""
+    loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
+    return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
+
+
 def batched_query_loss(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -232,8 +239,7 @@ def batched_query_loss(
         Per-task query losses and accuracies, each of shape ``(tasks,)``.
     """
     if use_tasks_engine(model, buffers, engine):
-        loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
-        adapted = adapt.run(loss_grad, per_task(params, support_x.shape[0]))
+        adapted = _adapt_all_tasks(model, params, support_x, support_y, adapt)
         return task_batched.task_scores(task_batched.forward(model, adapted, example_major(query_x)), query_y)
     one_task = partial(task_query_loss, model=model, buffers=buffers, adapt=adapt)
     losses, accuracies = vmap(one_task, in_dims=(None, 1, 0, 1, 0), randomness="different")(
@@ -265,8 +271,7 @@ def batched_adapt(
 ) -> Params:
     """Adapt the shared ``params`` to each task of a meta-batch; every returned tensor has a leading task axis."""
     if use_tasks_engine(model, buffers, engine):
-        loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
-        return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
+        return _adapt_all_tasks(model, params, support_x, support_y, adapt)
 
     def one(p: Params, x: Tensor, y: Tensor) -> Params:
         return adapt.run(task_loss_grad(model, buffers, x, y), p)

@@ -111,15 +111,19 @@ def _weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pa
 # never autograd's generic double backward of a grouped convolution, which loops over the groups.
 
 
-class _Conv(torch.autograd.Function):
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
-        return _convolve(x, weight, bias, stride, padding)
+class _ConvOp(torch.autograd.Function):
+    """Shared context of the three: inputs ``(a, b, third, stride, padding)``; ``a`` and ``b`` are saved."""
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        x, weight, _, ctx.stride, ctx.padding = inputs
-        ctx.save_for_backward(x, weight)
+        a, b, _, ctx.stride, ctx.padding = inputs
+        ctx.save_for_backward(a, b)
+
+
+class _Conv(_ConvOp):
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
+        return _convolve(x, weight, bias, stride, padding)
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
@@ -134,15 +138,10 @@ class _Conv(torch.autograd.Function):
         )
 
 
-class _InputGrad(torch.autograd.Function):
+class _InputGrad(_ConvOp):
     @staticmethod
     def forward(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
         return _input_grad(grad_y, weight, x, stride, padding)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        grad_y, weight, _, ctx.stride, ctx.padding = inputs
-        ctx.save_for_backward(grad_y, weight)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
@@ -157,15 +156,10 @@ class _InputGrad(torch.autograd.Function):
         )
 
 
-class _WeightGrad(torch.autograd.Function):
+class _WeightGrad(_ConvOp):
     @staticmethod
     def forward(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
         return _weight_grad(x, grad_y, weight_shape, stride, padding)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        x, grad_y, _, ctx.stride, ctx.padding = inputs
-        ctx.save_for_backward(x, grad_y)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
