@@ -3,7 +3,9 @@
 Runs a tiny study (tests/helpers_study.py) with 3 worker processes on a fresh PostgreSQL database, SIGKILLs one
 worker in the middle of a trial, and measures how long until its trial is marked failed and re-queued (heartbeat
 every 2 s, grace 6 s). Then a single worker on the embedded journal file is SIGKILLed and restarted. Prints JSON.
-    python benchmarks/fault_tolerance.py [--data DIR] [--trials 12]
+    python -m benchmarks.fault_tolerance [--data DIR] [--trials 12]      (from the repository root)
+
+Every wait is bounded: a stage that does not happen within its limit stops the script with a message.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import psycopg2
 from optuna.trial import TrialState
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas_meta.storage import open_storage
 from tests.helpers_study import make_study, search_command, worker_env
 
@@ -43,6 +45,16 @@ def trials(url: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
+def wait_until(ready: Callable[[], bool], seconds: float, what: str) -> float:
+    """Poll ``ready`` until it is true; the time it became true. Exits with a message after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            sys.exit(f"fault_tolerance: gave up after {seconds:.0f} s waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=os.environ.get("NAS_META_DATA", "../shared/data/omniglot"))
@@ -59,25 +71,18 @@ def main() -> None:
             start = time.monotonic()
             procs = [subprocess.Popen(search_command(study, url, Path(args.data)), env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL) for _ in range(3)]
-            while not any(t.state == TrialState.COMPLETE for t in trials(url)):
-                time.sleep(0.2)
+            wait_until(lambda: any(t.state == TrialState.COMPLETE for t in trials(url)), 600, "a completed trial")
             victim = procs[0]
             running = {t.number for t in trials(url) if t.state == TrialState.RUNNING}
             os.kill(victim.pid, signal.SIGKILL)
             killed_at = time.monotonic()
-            victim.wait()
+            victim.wait(timeout=60)
             mine = [t.number for t in trials(url) if t.state == TrialState.RUNNING and
                     t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-            recovered_at = None
-            while recovered_at is None:
-                now = trials(url)
-                if mine and any(t.system_attrs.get("failed_trial") == mine[0] for t in now):
-                    recovered_at = time.monotonic()
-                time.sleep(0.2)
-                if time.monotonic() - killed_at > 300:
-                    break
+            recovered_at = wait_until(lambda: bool(mine) and any(
+                t.system_attrs.get("failed_trial") == mine[0] for t in trials(url)), 300, "the killed trial's retry")
             for p in procs[1:]:
-                p.wait()
+                p.wait(timeout=1800)
             final = trials(url)
             finished = [t for t in final if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
             result["postgres"] = {
@@ -86,7 +91,7 @@ def main() -> None:
                 "killed_trial": mine[0] if mine else None, "running_at_kill": sorted(running),
                 "failed_trials": [t.number for t in final if t.state == TrialState.FAIL],
                 "trials_lost": args.trials - len(finished),
-                "recovery_seconds": None if recovered_at is None else round(recovered_at - killed_at, 1),
+                "recovery_seconds": round(recovered_at - killed_at, 1),
                 "wall_seconds": round(time.monotonic() - start, 1),
             }
             journal = Path(tmp) / "runs" / "tiny.journal"
@@ -94,15 +99,14 @@ def main() -> None:
             study2 = make_study(Path(tmp) / "single", iterations=40, every=20, n_trials=6)
             proc = subprocess.Popen(search_command(study2, jurl, Path(args.data)), env=worker_env(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while not any(t.state == TrialState.COMPLETE for t in trials(jurl)) or not any(
-                    t.state == TrialState.RUNNING for t in trials(jurl)):
-                time.sleep(0.2)
+            wait_until(lambda: any(t.state == TrialState.COMPLETE for t in trials(jurl)) and any(
+                t.state == TrialState.RUNNING for t in trials(jurl)), 600, "a completed and a running trial")
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(timeout=60)
             before = {t.number: t.values for t in trials(jurl) if t.state == TrialState.COMPLETE}
             restart = time.monotonic()
             done = subprocess.run(search_command(study2, jurl, Path(args.data)), env=worker_env(), capture_output=True,
-                                  text=True)
+                                  text=True, timeout=1800)
             final = trials(jurl)
             result["journal_single_worker"] = {
                 "requested_trials": 6, "exit_code": done.returncode,

@@ -14,4 +14,4 @@ python benchmarks/search_floors.py --data "$DATA" --out "$R/search" --runs "$R/r
 nas-meta export --study-name bench-5w1s-median --storage "journal:$R/runs/bench-5w1s-median.journal" --out "$R/export"
 nas-meta compare "$R/export/best.yaml" --baselines maml,reptile --seeds 2 --episodes 600 --budget-seconds 60 \
   --data "$DATA" --out "$R/compare" | tee "$R/compare.md"
-python benchmarks/fault_tolerance.py --data "$DATA" | tee "$R/fault_tolerance.json"
+python -m benchmarks.fault_tolerance --data "$DATA" | tee "$R/fault_tolerance.json"

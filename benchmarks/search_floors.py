@@ -21,8 +21,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas_meta.api import evaluate_learner
-from nas_meta.search import AlreadyFinished, fetch_trial_learner, search
+from nas_meta.errors import StudyFinished
+from nas_meta.inference import evaluate_learner
+from nas_meta.search import search
+from nas_meta.studies import fetch_trial_learner
 
 ROOT = Path(__file__).resolve().parent
 
@@ -107,7 +109,7 @@ def main() -> None:
         path = ROOT / "studies" / f"search-5w1s-{pruner}.yaml"
         try:
             search(path, storage=storage, device="cpu", data=args.data)
-        except AlreadyFinished as err:  # an already finished study is reused
+        except StudyFinished as err:  # an already finished study is reused
             print(f"{pruner}: {err}")
         studies[pruner] = (optuna.load_study(study_name=f"bench-5w1s-{pruner}",
                                              storage=optuna.storages.JournalStorage(

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from nas_meta import functional as fn
-from nas_meta.api import build_learner
 from nas_meta.config import TrainConfig
 from nas_meta.runtime import tune_allocator
+from nas_meta.training import build_learner
 
 TASKS, WAYS = 32, 5
 

@@ -7,6 +7,7 @@ temporary name and renamed, so a folder is never left half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig, dump_yaml, read_yaml, train_config_from_dict
 from .errors import CheckpointError, ConfigError
+from .training import Result
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -57,6 +59,12 @@ def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch
     record = {"format": FORMAT, "weights_sha256": digest, **metrics}
     atomic_write(folder / METRICS_FILE, json.dumps(record, indent=2, default=_json_default).encode())
     return folder
+
+
+def save_result(folder: str | Path, result: Result) -> Result:
+    """Save the learner of a finished :func:`nas_meta.training.train_iter` run; the returned record names the folder."""
+    path = save_learner(folder, result.config, result.learner.state_dict(), result.metrics.to_dict())
+    return dataclasses.replace(result, path=path)
 
 
 def _json_default(value: object) -> object:

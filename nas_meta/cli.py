@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from ._version import __version__
 
 logger = logging.getLogger("nas_meta.cli")
 
@@ -26,32 +26,32 @@ def _train(args: argparse.Namespace) -> int:
 
     from .api import train_iter
     from .config import load_train_config
+    from .training import DevScore, End, Result, Step
 
     config = load_train_config(args.config)
     total = config.budget.iterations
     bar = tqdm(total=total, unit="it", disable=not sys.stderr.isatty() or args.quiet, dynamic_ncols=True)
-    result: dict[str, object] = {}
+    result: Result | None = None
     try:
         for record in train_iter(config, args.out, data=args.data, device=args.device, seed=args.seed):
-            kind = record["kind"]
-            if kind == "step":
+            if isinstance(record, Step):
                 bar.update(1)
-                if "loss" in record:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('accuracy', 0.0):.3f}")
-            elif kind == "dev":
-                logger.info("iteration %s: dev loss %.4f, dev accuracy %.4f ± %.4f", record["iteration"],
-                            record["dev_loss"], record["dev_accuracy"], record["dev_accuracy_ci95"])
-            elif kind == "end":
-                logger.info("training ended: %s after %s iterations in %.1f s %s", record["status"],
-                            record["iterations"], record["elapsed"], record["reason"])
+                if "loss" in record.metrics:
+                    bar.set_postfix(loss=f"{record.metrics['loss']:.3f}", acc=f"{record.metrics.get('accuracy', 0.0):.3f}")
+            elif isinstance(record, DevScore):
+                logger.info("iteration %s: dev loss %.4f, dev accuracy %.4f ± %.4f", record.iteration,
+                            record.dev_loss, record.dev_accuracy, record.dev_accuracy_ci95)
+            elif isinstance(record, End):
+                logger.info("training ended: %s after %s iterations in %.1f s %s", record.status,
+                            record.iterations, record.elapsed, record.reason)
             else:
                 result = record
     finally:
         bar.close()
-    all_metrics: dict[str, object] = result["metrics"]  # type: ignore[assignment]
-    metrics = {k: v for k, v in all_metrics.items() if k != "dev_history"}
-    print(json.dumps({"out": str(result["path"]), **metrics}, indent=2))
-    return 0 if metrics["status"] != "diverged" else 3
+    assert result is not None
+    metrics = {k: v for k, v in result.metrics.to_dict().items() if k != "dev_history"}
+    print(json.dumps({"out": str(result.path), **metrics}, indent=2))
+    return 0 if result.metrics.status != "diverged" else 3
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -76,7 +76,9 @@ def _bench(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .search import AlreadyFinished, search
+    from .api import run_search
+    from .errors import StudyFinished
+    from .studies import summarize
 
     bar = tqdm(total=args.n_trials, unit="trial", disable=not sys.stderr.isatty() or args.quiet or args.worker_of_pool)
 
@@ -84,10 +86,10 @@ def _search(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        summary = search(args.study, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
+        study = run_search(args.study, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
                          timeout=args.timeout, workers=args.workers, device=args.device, data=args.data,
                          force=args.force, on_trial=on_trial)
-    except AlreadyFinished as err:
+    except StudyFinished as err:
         if args.worker_of_pool:
             return 0
         print(f"nas-meta: {err}", file=sys.stderr)
@@ -95,7 +97,7 @@ def _search(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if not args.worker_of_pool:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(summarize(study), indent=2, default=str))
     return 0
 
 
@@ -276,10 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(-1 if args.quiet else args.verbose)
     try:
         return int(args.func(args))
-    except NasMetaError as err:
-        print(f"nas-meta: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:  # bad arguments caught by library checks (device, images)
+    except NasMetaError as err:  # the user's to fix: one line; anything else is a bug and shows its traceback
         print(f"nas-meta: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

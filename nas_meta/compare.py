@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .api import load_workspace, train_iter
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, save_result
 from .config import SHIPPED_BASELINES, BudgetConfig, TrainConfig, baseline_path, load_train_config
 from .errors import ConfigError
+from .report import comparison_figure, figures_html
 from .runtime import resolve_device
-from .training import evaluate, mean_ci95
+from .training import Result, evaluate, load_workspace, mean_ci95, train_iter
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +66,14 @@ def compare(
     for method, config in methods.items():
         for seed in range(seeds):
             run_config = dataclasses.replace(config, budget=budget, seed=seed)
-            result: dict[str, Any] = {}
-            for record in train_iter(run_config, out / _slug(method) / f"seed-{seed}", device=device, workspace=workspace):
-                if record["kind"] == "result":
-                    result = record
-            scores = evaluate(result["learner"], test, batch=run_config.evaluation.batch)
+            result = next(r for r in train_iter(run_config, device=device, workspace=workspace) if isinstance(r, Result))
+            save_result(out / _slug(method) / f"seed-{seed}", result)
+            scores = evaluate(result.learner, test, batch=run_config.evaluation.batch)
             per_episode[method].append(scores.per_episode_accuracy)
+            metrics = result.metrics
             run = {"method": method, "seed": seed, "test_accuracy": scores.accuracy,
-                   "test_accuracy_ci95": scores.accuracy_ci95, "train_seconds": result["metrics"]["train_seconds"],
-                   "iterations": result["metrics"]["iterations"], "parameters": result["metrics"]["parameters"],
-                   "status": result["metrics"]["status"]}
+                   "test_accuracy_ci95": scores.accuracy_ci95, "train_seconds": metrics.train_seconds,
+                   "iterations": metrics.iterations, "parameters": metrics.parameters, "status": metrics.status}
             runs.append(run)
             if on_run is not None:
                 on_run(run)
@@ -116,8 +114,6 @@ def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarr
 
 def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainConfig, budget: BudgetConfig,
            episodes: int, seeds: int) -> None:
-    from .report import comparison_figure, figures_html
-
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "comparison.csv", table.to_csv(index=False).encode())
     atomic_write(out / "runs.csv", runs.to_csv(index=False).encode())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -22,6 +23,11 @@ from .errors import ConfigError
 Strategy = Literal["maml", "fomaml", "reptile", "metasgd", "pretrain", "random"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Protocol = Literal["maml", "vinyals", "lake"]
+PROTOCOL_CLASSES = {  # classes per split of each protocol (data.py builds them; the tests check them on the real data)
+    "maml": {"train": 1100, "dev": 100, "test": 423},
+    "vinyals": {"train": 4112, "dev": 688, "test": 1692},
+    "lake": {"train": 818, "dev": 146, "test": 659},
+}
 Downsample = Literal["stride", "maxpool"]
 Norm = Literal["batch", "instance", "layer", "none"]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
@@ -147,9 +153,9 @@ class EvalConfig:
         _check(self.batch >= 1, "evaluation.batch", self.batch, "an integer >= 1")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything needed to meta-train and evaluate one candidate learner φ."""
+@dataclass(frozen=True, kw_only=True)
+class RunSections:
+    """The sections a training config and a study file share: data, episodes, network, strategy, budget, scoring."""
 
     name: str = "learner"
     data: DataConfig = field(default_factory=DataConfig)
@@ -158,6 +164,12 @@ class TrainConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(RunSections):
+    """Everything needed to meta-train and evaluate one candidate learner φ."""
+
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -197,12 +209,24 @@ def from_dict(cls: type[T], data: object, where: str = "") -> T:
     unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]} is not a known field; allowed fields: {names}.")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING  # type: ignore[arg-type]
+                and f.default_factory is dataclasses.MISSING and f.name not in data]
+    if required:
+        raise ConfigError(f"{prefix}{required[0]} is required but missing; fields: {names}.")
     kwargs = {name: _coerce(hints[name], data[name], prefix + name) for name in names if name in data}
     try:
         return cls(**kwargs)
     except ConfigError as err:
         message = str(err)
         raise ConfigError(message if not where or message.startswith(where) else f"{prefix}{message}") from None
+
+
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "must be true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "must be a number"),
+    str: (lambda v: isinstance(v, str), "must be a string"),
+}
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
@@ -229,22 +253,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}={value!r} must be a mapping.")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}={value!r} must be true or false.")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}={value!r} must be an integer.")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}={value!r} must be a number.")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}={value!r} must be a string.")
-        return value
+    if tp in _SCALARS:
+        accepts, rule = _SCALARS[tp]
+        if not accepts(value):
+            raise ConfigError(f"{path}={value!r} {rule}.")
+        return float(value) if tp is float else value
     if tp is Any or tp is object:
         return value
     raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in nas-meta, not in the file
@@ -422,8 +435,8 @@ class PrunerSpec:
         _check(0 < self.p_threshold < 1, "pruner.p_threshold", self.p_threshold, "a number in (0, 1)")
 
 
-@dataclass(frozen=True)
-class StudySpec:
+@dataclass(frozen=True, kw_only=True)
+class StudySpec(RunSections):
     """A search study: episodes, per-trial budget, search space, objectives, sampler, pruner, storage, trials.
 
     ``architecture`` and ``learner`` give the values of every field the search space does not set.
@@ -433,12 +446,6 @@ class StudySpec:
 
     name: str
     search_space: str
-    data: DataConfig = field(default_factory=DataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    architecture: ArchConfig = field(default_factory=ArchConfig)
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
     objectives: tuple[Objective, ...] = ("dev_loss",)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
@@ -467,16 +474,14 @@ class StudySpec:
         _check(self.n_trials >= 1, "n_trials", self.n_trials, "an integer >= 1")
         _check(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "a number > 0 or null")
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        from .data import PROTOCOL_CLASSES
-
         for split, count in PROTOCOL_CLASSES[self.data.protocol].items():
             _check(self.task.ways <= count, "task.ways", self.task.ways,
                    f"at most {count}, the classes of the {self.data.protocol!r} protocol's {split} split")
 
     def base_config(self) -> TrainConfig:
         """The training config every candidate starts from, before the search space's values."""
-        return TrainConfig(self.name, self.data, self.task, self.architecture, self.learner, self.budget,
-                           self.evaluation, self.seed)
+        return TrainConfig(name=self.name, data=self.data, task=self.task, architecture=self.architecture,
+                           learner=self.learner, budget=self.budget, evaluation=self.evaluation, seed=self.seed)
 
 
 SHIPPED_BASELINES = Path(__file__).resolve().parents[1] / "studies" / "baselines"

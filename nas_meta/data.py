@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .runtime import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -51,11 +51,6 @@ PROTOCOL_DOCS = {
     "characters sorted); first 1028 train, next 172 dev, last 423 test; the four rotations are separate classes.",
     "lake": "Lake et al. (2015): background alphabets for training, split by alphabet into 25 train / 5 dev "
     "alphabets (fixed seed); evaluation alphabets for test; no rotations.",
-}
-PROTOCOL_CLASSES = {  # classes per split, checked against the real data by the tests
-    "maml": {"train": 1100, "dev": 100, "test": 423},
-    "vinyals": {"train": 4112, "dev": 688, "test": 1692},
-    "lake": {"train": 818, "dev": 146, "test": 659},
 }
 _PROTOCOL_SEED = 20170309  # fixed: protocols must not change with the experiment seed
 _PREPROCESS_VERSION = 1
@@ -359,8 +354,6 @@ def split_characters(protocol: str, alphabet_of: np.ndarray, background: int) ->
     Raises:
         ConfigError: unknown protocol.
     """
-    from .errors import ConfigError
-
     n = len(alphabet_of)
     if protocol == "maml":
         order = np.random.default_rng(_PROTOCOL_SEED).permutation(n)

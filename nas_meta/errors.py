@@ -1,4 +1,8 @@
-"""Exception types for problems a user can fix; the CLI prints their message without a traceback."""
+"""The exceptions nas-meta raises for problems a user can fix, in one hierarchy.
+
+The CLI prints a :class:`NasMetaError` as one line (exit status 2); any other exception is a bug in
+nas-meta and shows its traceback (exit status 1).
+"""
 
 
 class NasMetaError(Exception):
@@ -6,7 +10,7 @@ class NasMetaError(Exception):
 
 
 class ConfigError(NasMetaError, ValueError):
-    """A configuration file or value is invalid."""
+    """A configuration file or value (YAML field, CLI argument, API argument) is invalid."""
 
 
 class DataError(NasMetaError):
@@ -15,3 +19,15 @@ class DataError(NasMetaError):
 
 class CheckpointError(NasMetaError):
     """A saved learner folder is incomplete, tampered with or not written by nas-meta."""
+
+
+class StorageError(NasMetaError):
+    """An Optuna storage cannot be reached or used."""
+
+
+class StudyFinished(NasMetaError):
+    """The study already holds the requested number of trials."""
+
+
+class TrialDiverged(NasMetaError):
+    """Meta-training produced NaN/inf: the trial ends as FAIL with the reason in its user attributes."""

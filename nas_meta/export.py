@@ -16,16 +16,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import atomic_write
 from .config import dump_yaml
-from .search import existing_study, trial_config
+from .report import study_report_html
+from .studies import StudyAttr, TrialAttr, existing_study, trial_config
 
 logger = logging.getLogger(__name__)
 
-USER_COLUMNS = ("strategy", "baseline", "dev_loss", "dev_accuracy", "dev_accuracy_ci95", "parameters",
-                "adaptation_latency_ms", "iterations", "train_seconds", "device", "status", "reason")
+USER_COLUMNS = (TrialAttr.STRATEGY, TrialAttr.BASELINE, TrialAttr.DEV_LOSS, TrialAttr.DEV_ACCURACY,
+                TrialAttr.DEV_ACCURACY_CI95, TrialAttr.PARAMETERS, TrialAttr.LATENCY_MS, TrialAttr.ITERATIONS,
+                TrialAttr.TRAIN_SECONDS, TrialAttr.DEVICE, TrialAttr.STATUS, TrialAttr.REASON)
 
 
 def objective_names(study: optuna.Study) -> list[str]:
-    names = str(study.user_attrs.get("objectives") or "dev_loss").split(",")
+    names = str(study.user_attrs.get(StudyAttr.OBJECTIVES) or "dev_loss").split(",")
     return names[: len(study.directions)] if len(names) >= len(study.directions) else [f"value_{i}" for i in range(len(study.directions))]
 
 
@@ -108,8 +110,6 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
     Raises:
         ConfigError: unknown study or storage (the message lists the studies that exist).
     """
-    from .report import study_report_html
-
     study = existing_study(storage, study_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -212,18 +212,9 @@ def _adapt_all_tasks(model: nn.Module, params: Mapping[str, Tensor], support_x: 
     return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
 
 
-def batched_query_loss(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor],
-    support_x: Tensor,
-    support_y: Tensor,
-    query_x: Tensor,
-    query_y: Tensor,
-    *,
-    adapt: InnerLoop,
-    engine: Engine = "auto",
-) -> tuple[Tensor, Tensor]:
+def batched_query_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                       support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, *,
+                       adapt: InnerLoop, engine: Engine = "auto") -> tuple[Tensor, Tensor]:
     """:func:`task_query_loss` for a meta-batch of tasks at once.
 
     Args:
@@ -259,16 +250,8 @@ def example_major(x: Tensor) -> Tensor:
     return x.transpose(0, 1).contiguous()
 
 
-def batched_adapt(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor],
-    support_x: Tensor,
-    support_y: Tensor,
-    *,
-    adapt: InnerLoop,
-    engine: Engine = "auto",
-) -> Params:
+def batched_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                  support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto") -> Params:
     """Adapt the shared ``params`` to each task of a meta-batch; every returned tensor has a leading task axis."""
     if use_tasks_engine(model, buffers, engine):
         return _adapt_all_tasks(model, params, support_x, support_y, adapt)

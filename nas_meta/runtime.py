@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 _PACKAGE_LOGGER = "nas_meta"
 
 
@@ -45,7 +47,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
         The device.
 
     Raises:
-        ValueError: if the value is not one of the allowed forms, or names a CUDA device that is absent.
+        ConfigError: if the value is not one of the allowed forms, or names a CUDA device that is absent.
     """
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,15 +55,15 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {spec!r} was asked for, but PyTorch sees no CUDA device; use 'auto' or 'cpu'.")
+            raise ConfigError(f"--device {spec!r} was asked for, but PyTorch sees no CUDA device; use 'auto' or 'cpu'.")
         index = int(spec[5:]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(
+            raise ConfigError(
                 f"--device {spec!r} names GPU {index}, but only {torch.cuda.device_count()} are visible "
                 f"(cuda:0..cuda:{torch.cuda.device_count() - 1})."
             )
         return torch.device(spec)
-    raise ValueError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {spec!r}.")
+    raise ConfigError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {spec!r}.")
 
 
 # glibc mallopt parameters (malloc.h)

@@ -1,4 +1,4 @@
-"""Optuna storages from a ``--storage`` value: the embedded journal file, or an RDB URL shared by many workers.
+"""Optuna storages from a ``--storage`` value, the artifact store beside them, and a lock per study.
 
 * no value: a journal file ``runs/<study>.journal`` (Optuna's ``JournalFileBackend``), safe for several
   worker processes on one machine, no server needed. It has no heartbeat: nas-meta marks the trials of a
@@ -12,27 +12,28 @@ Messages never show a password.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy import text
 
-from .errors import ConfigError, NasMetaError
+from .errors import ConfigError, StorageError
 
 HEARTBEAT_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_SECONDS", "10"))
 GRACE_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_GRACE_SECONDS", str(3 * HEARTBEAT_SECONDS)))
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
-
-
-class StorageError(NasMetaError):
-    """The storage cannot be reached or used."""
 
 
 def redact(url: str) -> str:
@@ -118,3 +119,57 @@ def _reason(err: BaseException, url: str) -> str:
 def study_names(handle: StorageHandle) -> list[str]:
     """Names of the studies in a storage."""
     return sorted(s.study_name for s in optuna.get_all_study_summaries(handle.storage, include_best_trial=False))
+
+
+class study_lock:
+    """Serialises work on one study between processes (creating it, "count trials, then ask").
+
+    A file lock next to a journal file; a PostgreSQL advisory lock for postgresql storages; nothing for
+    other storages (where a few extra trials are possible when many workers finish at once).
+    """
+
+    def __init__(self, handle: StorageHandle, study_name: str) -> None:
+        self.handle = handle
+        self.study_name = study_name
+        self._file: Any = None
+        self._conn: Any = None
+
+    def __enter__(self) -> None:
+        if self.handle.journal_path is not None:
+            self._file = open(f"{self.handle.journal_path}.asklock", "a")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self.handle.url.startswith("postgresql"):
+            self._conn = self.handle.storage.engine.connect()
+            self._conn.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": self.study_name})
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        if self._conn is not None:
+            self._conn.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": self.study_name})
+            self._conn.close()
+            self._conn = None
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, writing each artifact under a temporary name and renaming it,
+    so a crash never leaves a half-written artifact behind an id."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = Path(self._get_filepath(artifact_id))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def artifact_store(folder: str | Path) -> AtomicFileSystemArtifactStore:
+    """The artifact store in ``folder`` (created if needed) where a study keeps its trials' learners."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return AtomicFileSystemArtifactStore(str(folder))

@@ -20,7 +20,7 @@ derivative of the plain formula makes several dozen of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -112,66 +112,50 @@ def _weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pa
 
 
 class _ConvOp(torch.autograd.Function):
-    """Shared context of the three: inputs ``(a, b, third, stride, padding)``; ``a`` and ``b`` are saved."""
+    """Shared by the three: inputs ``(a, b, third, stride, padding)``, ``a`` and ``b`` saved; each subclass names its
+    kernel (``forward``) and its derivatives with respect to ``a``, ``b`` and ``third``, as functions of the output
+    gradient ``g``, ``a``, ``b``, stride and padding (``None``: no gradient)."""
+
+    derivatives: tuple[Callable[..., Tensor] | None, ...]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         a, b, _, ctx.stride, ctx.padding = inputs
         ctx.save_for_backward(a, b)
 
+    @classmethod
+    def backward(cls, ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        a, b = ctx.saved_tensors
+        grads = [derivative(g, a, b, ctx.stride, ctx.padding) if derivative is not None and needed else None
+                 for derivative, needed in zip(cls.derivatives, ctx.needs_input_grad)]
+        return (*grads, None, None)
+
 
 class _Conv(_ConvOp):
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
-        return _convolve(x, weight, bias, stride, padding)
+    """``conv(x, weight, bias)``; its derivatives are the input gradient, the weight gradient and a sum."""
 
-    @staticmethod
-    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        return (
-            input_grad(grad_y, weight, x, ctx.stride, ctx.padding) if needs_x else None,
-            weight_grad(x, grad_y, weight.shape, ctx.stride, ctx.padding) if needs_weight else None,
-            grad_y.sum(dim=(0, 3, 4)) if needs_bias else None,
-            None,
-            None,
-        )
+    forward = staticmethod(_convolve)
+    derivatives = (lambda g, x, weight, stride, padding: input_grad(g, weight, x, stride, padding),
+                   lambda g, x, weight, stride, padding: weight_grad(x, g, weight.shape, stride, padding),
+                   lambda g, x, weight, stride, padding: g.sum(dim=(0, 3, 4)))
 
 
 class _InputGrad(_ConvOp):
-    @staticmethod
-    def forward(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
-        return _input_grad(grad_y, weight, x, stride, padding)
+    """``input_grad(grad_y, weight, x)`` (``x`` gives the shape only); bilinear in ``grad_y`` and ``weight``."""
 
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        grad_y, weight = ctx.saved_tensors
-        needs_grad_y, needs_weight = ctx.needs_input_grad[:2]
-        return (
-            conv(g, weight, None, ctx.stride, ctx.padding) if needs_grad_y else None,
-            weight_grad(g, grad_y, weight.shape, ctx.stride, ctx.padding) if needs_weight else None,
-            None,
-            None,
-            None,
-        )
+    forward = staticmethod(_input_grad)
+    derivatives = (lambda g, grad_y, weight, stride, padding: conv(g, weight, None, stride, padding),
+                   lambda g, grad_y, weight, stride, padding: weight_grad(g, grad_y, weight.shape, stride, padding),
+                   None)
 
 
 class _WeightGrad(_ConvOp):
-    @staticmethod
-    def forward(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
-        return _weight_grad(x, grad_y, weight_shape, stride, padding)
+    """``weight_grad(x, grad_y, weight_shape)``; bilinear in ``x`` and ``grad_y``."""
 
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        x, grad_y = ctx.saved_tensors
-        needs_x, needs_grad_y = ctx.needs_input_grad[:2]
-        return (
-            input_grad(grad_y, g, x, ctx.stride, ctx.padding) if needs_x else None,
-            conv(x, g, None, ctx.stride, ctx.padding) if needs_grad_y else None,
-            None,
-            None,
-            None,
-        )
+    forward = staticmethod(_weight_grad)
+    derivatives = (lambda g, x, grad_y, stride, padding: input_grad(grad_y, g, x, stride, padding),
+                   lambda g, x, grad_y, stride, padding: conv(x, g, None, stride, padding),
+                   None)
 
 
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:

@@ -1,23 +1,33 @@
-"""Meta-training loop (a generator of metric records) and evaluation over fixed episodes.
+"""One training run: the data it reads, the meta-training generator, evaluation over fixed episodes.
 
-:func:`meta_train` yields one record per meta-iteration and one per development scoring, so callers
-(the CLI's progress bar, an Optuna objective that reports and prunes) decide what to do with them.
+:func:`meta_train` yields a typed record per meta-iteration (:class:`Step`) and per development scoring
+(:class:`DevScore`), then :class:`End`; :func:`train_iter` runs it for a :class:`TrainConfig` and ends with
+a :class:`Result`. Callers (the CLI's progress bar, an Optuna objective that reports and prunes) decide what
+to do with the records; nothing here writes to disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from .config import BudgetConfig
+from ._version import __version__
+from .architectures import count_parameters
+from .config import BudgetConfig, TrainConfig
+from .data import ClassSet, Omniglot, class_splits, load_omniglot
 from .episodes import EpisodeSampler, FixedEpisodes
-from .learners import BaseLearner
-from .runtime import tune_allocator
+from .errors import ConfigError
+from .learners import BaseLearner, get_learner
+from .runtime import resolve_device, seed_everything, tune_allocator
 
 Z_95 = 1.959963984540054
 
@@ -75,6 +85,92 @@ def evaluate(learner: BaseLearner, episodes: FixedEpisodes, *, steps: int | None
     return EvalResult(acc, acc_ci, loss, loss_ci, len(acc_arr), acc_arr, loss_arr)
 
 
+# -- records -------------------------------------------------------------------------------------------
+
+Status = Literal["completed", "time_budget", "diverged"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One meta-iteration: its number, the clock, and the learner's metrics (``loss``, ``accuracy``, …)."""
+
+    iteration: int
+    elapsed: float
+    train_seconds: float
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DevScore:
+    """A scoring of the fixed dev episodes. ``step`` is where a pruner compares it with other trials: the
+    iteration, or the seconds mark reached; ``final`` marks the scoring at the end of the budget."""
+
+    iteration: int
+    elapsed: float
+    train_seconds: float
+    step: int
+    final: bool
+    dev_loss: float
+    dev_accuracy: float
+    dev_accuracy_ci95: float
+    dev_losses: np.ndarray = field(repr=False)
+
+    def summary(self) -> dict[str, float | int | bool]:
+        """The scoring without its per-episode losses (for ``metrics.json``'s history)."""
+        return {"iteration": self.iteration, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
+                "step": self.step, "final": self.final, "dev_loss": self.dev_loss, "dev_accuracy": self.dev_accuracy,
+                "dev_accuracy_ci95": self.dev_accuracy_ci95}
+
+
+@dataclass(frozen=True)
+class End:
+    """Meta-training stopped: ``completed`` (iterations spent), ``time_budget`` or ``diverged``."""
+
+    status: Status
+    iterations: int
+    elapsed: float
+    train_seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What a finished run reports and a learner folder keeps in ``metrics.json``."""
+
+    status: Status
+    reason: str
+    iterations: int
+    train_seconds: float
+    wall_seconds: float
+    dev_loss: float | None
+    dev_accuracy: float | None
+    dev_accuracy_ci95: float | None
+    dev_history: tuple[dict[str, float | int | bool], ...]
+    parameters: int
+    label_space: int
+    protocol: str
+    device: str
+    nas_meta_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["dev_history"] = list(self.dev_history)
+        return data
+
+
+@dataclass(frozen=True)
+class Result:
+    """The end of :func:`train_iter`: the config run (seed applied), the trained learner and its metrics;
+    ``path`` is the learner folder once saved (:func:`nas_meta.checkpoint.save_result`)."""
+
+    config: TrainConfig
+    learner: BaseLearner
+    metrics: RunMetrics
+    path: Path | None = None
+
+
+# -- meta-training -------------------------------------------------------------------------------------
+
 def meta_train(
     learner: BaseLearner,
     sampler: EpisodeSampler,
@@ -86,27 +182,24 @@ def meta_train(
     eval_every: int = 200,
     eval_every_seconds: int | None = None,
     eval_batch: int = 50,
-) -> Iterator[dict[str, object]]:
-    """Meta-train ``learner`` until the budget is spent, yielding metric records.
+) -> Iterator[Step | DevScore | End]:
+    """Meta-train ``learner`` until the budget is spent, yielding typed records.
 
     Time is counted two ways: ``elapsed`` (wall clock since the start) and ``train_seconds`` (meta-training
     only: dev scoring not counted). The seconds budget and ``eval_every_seconds`` use ``train_seconds``, so a
     learner that is slow to score is not cut short by its own evaluation.
 
-    Records: ``{"kind": "step", "iteration", "elapsed", "train_seconds", ...learner metrics}`` every
-    meta-iteration; ``{"kind": "dev", "iteration", "elapsed", "train_seconds", "step", "final", "dev_loss",
-    "dev_accuracy", "dev_accuracy_ci95", "dev_losses"}`` every ``eval_every`` iterations (or every
-    ``eval_every_seconds`` seconds of meta-training, when given) and once at the end (``final`` true);
-    ``step`` is where a pruner should compare it with other trials: the iteration, or the seconds mark
-    reached. Last comes ``{"kind": "end", "status": "completed" | "time_budget" | "diverged", "iterations",
-    "elapsed", "train_seconds", "reason"}``. A non-finite loss or parameter stops training as ``diverged``.
+    Records: a :class:`Step` every meta-iteration; a :class:`DevScore` every ``eval_every`` iterations (or
+    every ``eval_every_seconds`` seconds of meta-training, when given) and once at the end (``final`` true);
+    last an :class:`End`. A non-finite loss or parameter stops training as ``diverged``.
     """
     tune_allocator()
     start = time.perf_counter()
     iterations = budget.iterations if learner.trains else 0
     seconds = budget.seconds
     iteration = 0
-    status, reason = "completed", ""
+    status: Status = "completed"
+    reason = ""
     scoring_seconds = 0.0  # wall time spent scoring the dev episodes
     marks_scored = 0  # with eval_every_seconds: how many of its marks have been scored
     last_dev = -1
@@ -114,25 +207,15 @@ def meta_train(
     def train_seconds() -> float:
         return time.perf_counter() - start - scoring_seconds
 
-    def dev_record(step: int, final: bool) -> dict[str, object]:
+    def dev_score(step: int, final: bool) -> DevScore:
         nonlocal scoring_seconds
         assert dev is not None
         trained = train_seconds()
         scoring_start = time.perf_counter()
         result = evaluate(learner, dev, batch=eval_batch)
         scoring_seconds += time.perf_counter() - scoring_start
-        return {
-            "kind": "dev",
-            "iteration": iteration,
-            "elapsed": time.perf_counter() - start,
-            "train_seconds": trained,
-            "step": step,
-            "final": final,
-            "dev_loss": result.loss,
-            "dev_accuracy": result.accuracy,
-            "dev_accuracy_ci95": result.accuracy_ci95,
-            "dev_losses": result.per_episode_loss,
-        }
+        return DevScore(iteration, time.perf_counter() - start, trained, step, final, result.loss, result.accuracy,
+                        result.accuracy_ci95, result.per_episode_loss)
 
     learner.train()
     while iteration < iterations:
@@ -146,16 +229,13 @@ def meta_train(
         loss = metrics.get("loss")
         finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
         trained = train_seconds()
-        step_record = {"kind": "step", "iteration": iteration, "elapsed": time.perf_counter() - start,
-                       "train_seconds": trained, **metrics}
+        yield Step(iteration, time.perf_counter() - start, trained, metrics)
         if not finite:
             status = "diverged"
             reason = f"the meta-training loss became {loss} at iteration {iteration}" if loss is not None else (
                 f"a meta-parameter became NaN/inf at iteration {iteration}"
             )
-            yield step_record
             break
-        yield step_record
         if dev is None or iteration == iterations or (seconds is not None and trained >= seconds):
             continue  # the end of the budget is scored after the loop
         if eval_every_seconds is None:
@@ -166,14 +246,105 @@ def meta_train(
             marks_scored = marks
         if due:
             last_dev = iteration
-            record = dev_record(step, final=False)
-            if not math.isfinite(float(record["dev_loss"])):  # type: ignore[arg-type]
-                status, reason = "diverged", f"the dev loss became {record['dev_loss']} at iteration {iteration}"
-                yield record
+            score = dev_score(step, final=False)
+            yield score
+            if not math.isfinite(score.dev_loss):
+                status, reason = "diverged", f"the dev loss became {score.dev_loss} at iteration {iteration}"
                 break
-            yield record
     if dev is not None and last_dev != iteration and status != "diverged":
         final_step = iteration if eval_every_seconds is None else math.ceil(min(train_seconds(), seconds or math.inf))
-        yield dev_record(final_step, final=True)
-    yield {"kind": "end", "status": status, "iterations": iteration, "elapsed": time.perf_counter() - start,
-           "train_seconds": train_seconds(), "reason": reason}
+        yield dev_score(final_step, final=True)
+    yield End(status, iteration, time.perf_counter() - start, train_seconds(), reason)
+
+
+# -- one run of a training config ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workspace:
+    """Omniglot loaded for one config: images on the device and the protocol's class splits."""
+
+    dataset: Omniglot
+    images: Tensor
+    splits: dict[str, ClassSet]
+
+    def sampler(self, split: str, ways: int, shots: int, query: int) -> EpisodeSampler:
+        return EpisodeSampler(self.images, self.splits[split], ways, shots, query, f"{split} split")
+
+
+def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.device,
+                   progress: Callable[[int, int], None] | None = None) -> Workspace:
+    """Load Omniglot at the config's image size onto ``device`` with its protocol's splits.
+
+    Raises:
+        DataError: the data is missing or corrupt.
+        ConfigError: the task asks for more ways than a split has classes.
+    """
+    dataset = load_omniglot(data, config.data.image_size, progress=progress)
+    splits = class_splits(config.data.protocol, dataset)
+    for split in ("train", "dev"):
+        n = len(splits[split])
+        if config.task.ways > n:
+            raise ConfigError(
+                f"task.ways={config.task.ways} is more than the {n} classes of the {config.data.protocol!r} "
+                f"protocol's {split} split; use at most {n}."
+            )
+    return Workspace(dataset, torch.from_numpy(dataset.images).to(device), splits)
+
+
+def build_learner(config: TrainConfig, label_space: int, device: torch.device, seed: int) -> BaseLearner:
+    """A freshly initialised learner on ``device``; its initial weights depend only on ``seed``."""
+    learner = get_learner(config, label_space)
+    learner.init_params(torch.Generator().manual_seed(seed))
+    return learner.to(device)
+
+
+def train_iter(
+    config: TrainConfig,
+    *,
+    data: str | Path | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    workspace: Workspace | None = None,
+) -> Iterator[Step | DevScore | End | Result]:
+    """Meta-train ``config``, yielding the records of :func:`meta_train`, then a :class:`Result`.
+
+    Args:
+        config: the training config.
+        data: the Omniglot folder (default: see :func:`nas_meta.data.resolve_data_dir`), unless ``workspace``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: overrides ``config.seed``.
+        workspace: Omniglot already loaded for this config (a search loads it once for all its trials).
+    """
+    if seed is not None:
+        config = dataclasses.replace(config, seed=seed)
+    torch_device = resolve_device(device)
+    seed_everything(config.seed)
+    ws = workspace or load_workspace(config, data, torch_device)
+    task = config.task
+    train_sampler = ws.sampler("train", task.ways, task.shots, task.query)
+    dev = ws.sampler("dev", task.ways, task.shots, task.query).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
+    learner = build_learner(config, ws.splits["train"].label_space, torch_device, config.seed)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    history: list[dict[str, float | int | bool]] = []
+    end: End | None = None
+    last: DevScore | None = None
+    for record in meta_train(learner, train_sampler, config.budget, meta_batch=config.learner.meta_batch,
+                             generator=generator, dev=dev, eval_every=config.evaluation.every,
+                             eval_every_seconds=config.evaluation.every_seconds,
+                             eval_batch=config.evaluation.batch):
+        if isinstance(record, DevScore):
+            last = record
+            history.append(record.summary())
+        elif isinstance(record, End):
+            end = record
+        yield record
+    assert end is not None
+    metrics = RunMetrics(
+        status=end.status, reason=end.reason, iterations=end.iterations, train_seconds=end.train_seconds,
+        wall_seconds=end.elapsed, dev_loss=last.dev_loss if last else None,
+        dev_accuracy=last.dev_accuracy if last else None, dev_accuracy_ci95=last.dev_accuracy_ci95 if last else None,
+        dev_history=tuple(history), parameters=count_parameters(learner.network),
+        label_space=ws.splits["train"].label_space, protocol=config.data.protocol, device=str(torch_device),
+        nas_meta_version=__version__,
+    )
+    yield Result(config, learner, metrics)

@@ -14,6 +14,7 @@ from nas_meta.config import load_train_config
 from nas_meta.errors import ConfigError
 from nas_meta.export import export_study
 from nas_meta.search import search
+from nas_meta.studies import summarize
 from tests.helpers_study import make_study
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ def test_multi_objective_study_exports_its_pareto_front(tmp_path: Path, omniglot
     text = study.read_text().replace("pruner: {name: median, n_startup_trials: 1}", "pruner: {name: none}")
     study.write_text(text.replace("sampler: {name: tpe", "objectives: [dev_loss, parameters]\nsampler: {name: nsga2"))
     storage = f"journal:{tmp_path / 'pareto.journal'}"
-    summary = search(study, storage=storage, device="cpu", data=omniglot)
+    summary = summarize(search(study, storage=storage, device="cpu", data=omniglot))
     assert summary["trials"] == 3 and summary["pareto_front"]
     result = export_study("pareto", storage, tmp_path / "out")
     pareto = sorted((tmp_path / "out" / "pareto").glob("trial-*.yaml"))

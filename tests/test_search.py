@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 import nas_meta
 from nas_meta.errors import ConfigError
-from nas_meta.search import prepare, search, summarize
+from nas_meta.search import prepare, search
+from nas_meta.studies import summarize
 from tests.helpers_study import SPACE, make_study
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory, omniglot: Path) -> tuple[
     folder = tmp_path_factory.mktemp("search")
     study = make_study(folder)
     storage = f"journal:{folder / 'runs' / 'tiny.journal'}"
-    summary = search(study, storage=storage, device="cpu", data=omniglot)
+    summary = summarize(search(study, storage=storage, device="cpu", data=omniglot))
     assert summary["trials"] == 4
     return study, storage
 
@@ -63,7 +64,7 @@ def test_best_learner_loads_without_retraining(searched: tuple[Path, str], omnig
 
 
 def learner_path(storage: str, number: int) -> Path:
-    from nas_meta.search import fetch_trial_learner
+    from nas_meta.studies import fetch_trial_learner
 
     return fetch_trial_learner(storage, "tiny", number)
 
@@ -116,7 +117,7 @@ def test_diverging_trial_fails_with_reason_and_the_study_carries_on(tmp_path: Pa
         "name: boom\nfixed: {architecture.channels: 16, learner.meta_batch: 4}\nparameters:\n"
         "  - {name: learner.strategy, type: categorical, choices: [maml]}\n"
         "  - {name: learner.inner_lr, type: float, low: 1.0e+30, high: 1.0e+31, log: true}\n")
-    summary = search(study, storage=f"journal:{tmp_path / 'boom.journal'}", device="cpu", data=omniglot)
+    summary = summarize(search(study, storage=f"journal:{tmp_path / 'boom.journal'}", device="cpu", data=omniglot))
     assert summary["trials"] == 2 and summary["states"] == {"FAIL": 2}
     trials = optuna.load_study(study_name="tiny", storage=prepare(study, storage=f"journal:{tmp_path / 'boom.journal'}").storage.storage).trials
     assert all("became nan" in t.user_attrs["reason"] or "became inf" in t.user_attrs["reason"] for t in trials)

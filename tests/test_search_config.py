@@ -85,7 +85,8 @@ pruner: {name: median}
          "task.shots + task.query=21 is not allowed: expected at most 20 (Omniglot has 20 drawings of each character)."),
         ("objectives: [dev_loss, parameters]",
          "pruner.name='median' is not allowed: expected 'none' for a multi-objective study"),
-        ("n_trails: 5", "n_trails is not a known field; allowed fields: ['name', 'search_space',"),
+        ("n_trails: 5", "n_trails is not a known field; allowed fields: ['name', 'data', 'task', 'architecture', "
+                        "'learner', 'budget', 'evaluation', 'search_space', 'objectives',"),
         ("evaluation: {every_seconds: 0}",
          "evaluation.every_seconds=0 is not allowed: expected a whole number of seconds >= 1, or null."),
         ("evaluation: {every_seconds: 7.5}", "evaluation.every_seconds=7.5 must be an integer."),

@@ -13,7 +13,7 @@ from nas_meta.config import BudgetConfig
 from nas_meta.data import ClassSet
 from nas_meta.episodes import EpisodeSampler
 from nas_meta.learners import get_learner
-from nas_meta.training import Z_95, evaluate, mean_ci95, meta_train
+from nas_meta.training import Z_95, DevScore, End, Step, evaluate, mean_ci95, meta_train
 from tests.learners.helpers import tiny_config
 
 
@@ -34,51 +34,51 @@ def run(config, iterations=6, every=3, seconds=None, every_seconds=None):
 
 def test_records_steps_dev_scores_and_end() -> None:
     records = run(tiny_config("maml"), iterations=7, every=3)
-    kinds = [r["kind"] for r in records]
-    assert kinds.count("step") == 7
-    assert [r["iteration"] for r in records if r["kind"] == "dev"] == [3, 6, 7]
-    assert [(r["step"], r["final"]) for r in records if r["kind"] == "dev"] == [(3, False), (6, False), (7, True)]
-    assert records[-1] == {**records[-1], "kind": "end", "status": "completed", "iterations": 7}
-    dev = [r for r in records if r["kind"] == "dev"][-1]
-    assert len(dev["dev_losses"]) == 8 and dev["dev_loss"] == pytest.approx(float(np.mean(dev["dev_losses"])))
+    assert sum(isinstance(r, Step) for r in records) == 7
+    dev = [r for r in records if isinstance(r, DevScore)]
+    assert [r.iteration for r in dev] == [3, 6, 7]
+    assert [(r.step, r.final) for r in dev] == [(3, False), (6, False), (7, True)]
+    assert isinstance(records[-1], End) and (records[-1].status, records[-1].iterations) == ("completed", 7)
+    assert len(dev[-1].dev_losses) == 8 and dev[-1].dev_loss == pytest.approx(float(np.mean(dev[-1].dev_losses)))
 
 
 def test_dev_scored_every_so_many_seconds_of_meta_training() -> None:
     records = run(tiny_config("maml"), iterations=10**6, seconds=2.5, every_seconds=1)
-    dev = [r for r in records if r["kind"] == "dev"]
+    dev = [r for r in records if isinstance(r, DevScore)]
     end = records[-1]
-    assert [r["step"] for r in dev] == [1, 2, 3] and [r["final"] for r in dev] == [False, False, True]
-    assert [r["train_seconds"] >= mark for r, mark in zip(dev, [1, 2, 2.5])] == [True] * 3
-    assert end["status"] == "time_budget" and 2.5 <= end["train_seconds"] < 3.0
+    assert [r.step for r in dev] == [1, 2, 3] and [r.final for r in dev] == [False, False, True]
+    assert [r.train_seconds >= mark for r, mark in zip(dev, [1, 2, 2.5])] == [True] * 3
+    assert isinstance(end, End) and end.status == "time_budget" and 2.5 <= end.train_seconds < 3.0
     # the budget counts meta-training only: the time spent scoring comes on top
-    scoring = end["elapsed"] - end["train_seconds"]
-    assert scoring > 0 and end["elapsed"] >= 2.5 + scoring - 1e-6
+    scoring = end.elapsed - end.train_seconds
+    assert scoring > 0 and end.elapsed >= 2.5 + scoring - 1e-6
 
 
 def test_training_is_reproducible() -> None:
-    a = [r.get("loss") for r in run(tiny_config("maml"))]
-    b = [r.get("loss") for r in run(tiny_config("maml"))]
-    assert a == b
+    a = [r.metrics["loss"] for r in run(tiny_config("maml")) if isinstance(r, Step)]
+    b = [r.metrics["loss"] for r in run(tiny_config("maml")) if isinstance(r, Step)]
+    assert len(a) == 6 and a == b
 
 
 def test_time_budget_stops_training() -> None:
     records = run(tiny_config("maml"), iterations=10**6, every=10**6, seconds=0.5)
-    assert records[-1]["status"] == "time_budget" and "0.5 s time budget" in records[-1]["reason"]
-    assert 0 < records[-1]["iterations"] < 10**6
+    end = records[-1]
+    assert isinstance(end, End) and end.status == "time_budget" and "0.5 s time budget" in end.reason
+    assert 0 < end.iterations < 10**6
 
 
 def test_divergence_stops_with_a_clear_status() -> None:
     config = tiny_config("maml", inner_lr=1e30)
     records = run(config, iterations=50)
     end = records[-1]
-    assert end["status"] == "diverged" and end["iterations"] < 50
-    assert "became nan" in end["reason"] or "became inf" in end["reason"]
+    assert isinstance(end, End) and end.status == "diverged" and end.iterations < 50
+    assert "became nan" in end.reason or "became inf" in end.reason
 
 
 def test_random_init_skips_training_but_is_scored() -> None:
     records = run(tiny_config("random"), iterations=100)
-    assert [r["kind"] for r in records] == ["dev", "end"]
-    assert records[-1]["iterations"] == 0
+    assert [type(r) for r in records] == [DevScore, End]
+    assert records[-1].iterations == 0
 
 
 def test_evaluate_reports_mean_and_95_ci_over_episodes() -> None:
@@ -101,4 +101,4 @@ def test_mean_ci95_of_one_value_is_nan() -> None:
 def test_config_budget_iterations_zero_trains_nothing() -> None:
     config = dataclasses.replace(tiny_config("maml"))
     records = run(config, iterations=0)
-    assert [r["kind"] for r in records] == ["dev", "end"]
+    assert [type(r) for r in records] == [DevScore, End]

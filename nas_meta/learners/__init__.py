@@ -1,4 +1,4 @@
-"""Initialization strategies, one module each, behind the :class:`Learner` interface."""
+"""Initialization strategies, one module each, behind the :class:`BaseLearner` interface."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import partial
 
 from ..config import STRATEGIES, TrainConfig
 from ..errors import ConfigError
-from .base import BaseLearner, Learner
+from .base import BaseLearner
 from .maml import MAML
 from .metasgd import MetaSGD
 from .pretrain import Pretrain
@@ -37,4 +37,4 @@ def get_learner(config: TrainConfig, label_space: int) -> BaseLearner:
     return LEARNERS[name](config, label_space)
 
 
-__all__ = ["LEARNERS", "MAML", "BaseLearner", "Learner", "MetaSGD", "Pretrain", "RandomInit", "Reptile", "get_learner"]
+__all__ = ["LEARNERS", "MAML", "BaseLearner", "MetaSGD", "Pretrain", "RandomInit", "Reptile", "get_learner"]

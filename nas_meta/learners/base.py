@@ -1,12 +1,13 @@
-"""The Learner interface every initialization strategy implements, and the shell they share.
+"""The interface every initialization strategy implements, and the shell they share.
 
 A learner is a thin stateful shell (an ``nn.Module`` holding the meta-parameters and the outer
-optimizer) around the pure functions of :mod:`nas_meta.functional`.
+optimizer) around the pure functions of :mod:`nas_meta.functional`. Its interface is three methods:
+:meth:`BaseLearner.init_params`, :meth:`BaseLearner.adapt` and :meth:`BaseLearner.meta_step` (abstract).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import abc
 
 import torch
 from torch import Tensor, nn
@@ -18,21 +19,7 @@ from ..errors import ConfigError
 from ..functional import InnerLoop, LearningRate, Params, batched_adapt, batched_query_loss
 
 
-@runtime_checkable
-class Learner(Protocol):
-    """What meta-training and evaluation need from a strategy."""
-
-    def init_params(self, generator: torch.Generator) -> None:
-        """(Re)initialise the meta-parameters, drawing from ``generator``."""
-
-    def adapt(self, support_x: Tensor, support_y: Tensor, *, ways: int, steps: int | None = None) -> Params:
-        """Per-task adapted parameters (leading task axis) for a meta-batch of support sets."""
-
-    def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
-        """One meta-training update on a meta-batch; ``progress`` in [0, 1] is the share of budget used."""
-
-
-class BaseLearner(nn.Module):
+class BaseLearner(nn.Module, abc.ABC):
     """Shared shell: the network, the inner loop's settings, adaptation and query scoring.
 
     Subclasses set ``head_is_meta_learned`` (False: a zero-initialised head of any width is fitted at
@@ -41,7 +28,6 @@ class BaseLearner(nn.Module):
 
     head_is_meta_learned = True
     trains = True
-    first_order_eval = True
 
     def __init__(self, config: TrainConfig, label_space: int) -> None:
         super().__init__()
@@ -119,8 +105,9 @@ class BaseLearner(nn.Module):
                 adapt=self.inner_loop(steps, first_order=True),
             )
 
+    @abc.abstractmethod
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
-        raise NotImplementedError
+        """One meta-training update on a meta-batch; ``progress`` in [0, 1] is the share of budget used."""
 
     def parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())

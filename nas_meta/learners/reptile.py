@@ -9,7 +9,6 @@ from typing import Literal
 
 import torch
 
-from ..config import TrainConfig
 from ..episodes import Episode
 from ..functional import InnerLoop, batched_adapt, interpolate
 from .base import BaseLearner
@@ -26,9 +25,6 @@ class Reptile(BaseLearner):
         config (TrainConfig): ``learner.inner_lr``, ``train_steps``, ``test_steps``, ``meta_step``, ``inner_optimizer``.
         label_space (int): unused.
     """
-
-    def __init__(self, config: TrainConfig, label_space: int) -> None:
-        super().__init__(config, label_space)
 
     def inner_loop(self, steps: int, *, first_order: bool) -> InnerLoop:
         optimizer: Literal["sgd", "adam"] = "adam" if self.config.learner.inner_optimizer == "adam" else "sgd"

@@ -1,0 +1,5 @@
+"""``python -m nas_meta``: the ``nas-meta`` command."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,230 @@
+"""Setting a study up: the study file resolved, sampler and pruner registries, the study created or resumed
+(its files recorded, its baselines enqueued as the first trials)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from .._version import __version__
+from ..config import (
+    SHIPPED_BASELINES,
+    SearchSpace,
+    StudySpec,
+    TrainConfig,
+    baseline_path,
+    load_config,
+    load_search_space,
+    load_train_config,
+    resolve_relative,
+)
+from ..errors import ConfigError
+from ..storage import (
+    AtomicFileSystemArtifactStore,
+    StorageHandle,
+    artifact_store,
+    default_storage_url,
+    open_storage,
+    study_lock,
+)
+from ..studies import StudyAttr, TrialAttr
+from .space import baseline_params
+
+logger = logging.getLogger(__name__)
+# nas-meta relies on these Optuna features deliberately (heartbeat retry, grouped TPE, metric names); their
+# "experimental" notices are for Optuna's users, not ours.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+# -- samplers, pruners ---------------------------------------------------------------------------------
+
+def _tpe(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials, multivariate=True,
+                                      group=True, constant_liar=True)
+
+
+def _cmaes(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials,
+                                        warn_independent_sampling=False)
+
+
+def _gp(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
+
+
+SAMPLERS: dict[str, Callable[[StudySpec, int | None], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": lambda spec, seed: optuna.samplers.RandomSampler(seed=seed),
+    "cmaes": _cmaes,
+    "gp": _gp,
+    "nsga2": lambda spec, seed: optuna.samplers.NSGAIISampler(seed=seed),
+}
+
+
+def _hyperband(spec: StudySpec) -> optuna.pruners.BasePruner:
+    every, budget = spec.evaluation.every_seconds, spec.budget.seconds
+    if every is not None and budget is not None:  # resources in seconds of meta-training
+        low, high = every, max(round(budget), every)
+    else:  # resources in meta-iterations
+        low, high = max(1, spec.evaluation.every), max(spec.budget.iterations, spec.evaluation.every)
+    return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high,
+                                          reduction_factor=spec.pruner.reduction_factor)
+
+
+PRUNERS: dict[str, Callable[[StudySpec], optuna.pruners.BasePruner]] = {
+    "median": lambda spec: optuna.pruners.MedianPruner(n_startup_trials=spec.pruner.n_startup_trials,
+                                                       n_warmup_steps=spec.pruner.n_warmup_steps),
+    "hyperband": _hyperband,
+    "wilcoxon": lambda spec: optuna.pruners.WilcoxonPruner(p_threshold=spec.pruner.p_threshold,
+                                                           n_startup_steps=max(2, spec.pruner.n_warmup_steps)),
+    "none": lambda spec: optuna.pruners.NopPruner(),
+}
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``sampler.seed`` (default: the study's seed).
+
+    Raises:
+        ConfigError: unknown sampler name (the message lists the known ones).
+    """
+    if spec.sampler.name not in SAMPLERS:
+        raise ConfigError(f"sampler.name={spec.sampler.name!r} is not one of {sorted(SAMPLERS)}.")
+    return SAMPLERS[spec.sampler.name](spec, spec.sampler.seed if spec.sampler.seed is not None else spec.seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The study's pruner.
+
+    Raises:
+        ConfigError: unknown pruner name (the message lists the known ones).
+    """
+    if spec.pruner.name not in PRUNERS:
+        raise ConfigError(f"pruner.name={spec.pruner.name!r} is not one of {sorted(PRUNERS)}.")
+    return PRUNERS[spec.pruner.name](spec)
+
+
+# -- the study file resolved ---------------------------------------------------------------------------
+
+def baseline_config(name: str, spec: StudySpec, study_path: str | Path) -> TrainConfig:
+    """A baseline named in a study, with the study's data, task, budget and evaluation so it is scored exactly
+    like every candidate: ``<study folder>/baselines/<name>-<W>w<S>s.yaml`` (else the shipped
+    ``studies/baselines/`` file), or a YAML path.
+
+    Raises:
+        ConfigError: no such baseline file (the message lists those that exist).
+    """
+    if name.endswith((".yaml", ".yml")):
+        path = resolve_relative(study_path, name)
+    else:
+        path = baseline_path(name, spec.task.ways, spec.task.shots,
+                             [Path(study_path).parent / "baselines", SHIPPED_BASELINES])
+    config = load_train_config(path)
+    return dataclasses.replace(config, data=spec.data, task=spec.task, budget=spec.budget, evaluation=spec.evaluation,
+                               seed=spec.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSetup:
+    """A study file resolved: its spec, space, storage and study name."""
+
+    spec: StudySpec
+    space: SearchSpace
+    study_path: Path
+    storage: StorageHandle
+    study_name: str
+    artifacts_dir: Path
+
+    def artifact_store(self) -> AtomicFileSystemArtifactStore:
+        return artifact_store(self.artifacts_dir)
+
+    def lock(self) -> study_lock:
+        return study_lock(self.storage, self.study_name)
+
+
+def prepare(study_path: str | Path, *, storage: str | None = None, study_name: str | None = None,
+            artifacts: str | Path | None = None) -> SearchSetup:
+    """Read and check the study file and its search space, and open the storage; runs no trial.
+
+    Raises:
+        ConfigError: the study file, its search space or a baseline is invalid.
+        StorageError: the storage cannot be opened.
+    """
+    study_path = Path(study_path)
+    spec = load_config(StudySpec, study_path)
+    space = load_search_space(resolve_relative(study_path, spec.search_space))
+    name = study_name or spec.name
+    for baseline in spec.baselines:
+        try:
+            baseline_params(space, baseline_config(baseline, spec, study_path))
+        except ConfigError as err:
+            raise ConfigError(f"{study_path}: {err}") from None
+    handle = open_storage(storage or spec.storage or default_storage_url(name))
+    if artifacts is not None:
+        artifacts_dir = Path(artifacts)
+    elif handle.journal_path is not None:
+        artifacts_dir = handle.journal_path.with_name(f"{handle.journal_path.stem}-artifacts")
+    else:
+        artifacts_dir = Path("runs") / f"{name}-artifacts"
+    return SearchSetup(spec, space, study_path, handle, name, artifacts_dir)
+
+
+def study_file_record(setup: SearchSetup) -> dict[str, str]:
+    """What is recorded on the study: protocol, study file, search space and package version."""
+    return {
+        StudyAttr.PROTOCOL: setup.spec.data.protocol,
+        StudyAttr.STUDY_FILE: setup.study_path.read_text(),
+        StudyAttr.STUDY_FILE_NAME: str(setup.study_path),
+        StudyAttr.SEARCH_SPACE: resolve_relative(setup.study_path, setup.spec.search_space).read_text(),
+        StudyAttr.VERSION: __version__,
+        StudyAttr.OBJECTIVES: ",".join(setup.spec.objectives),
+        StudyAttr.ARTIFACTS_DIR: str(setup.artifacts_dir.resolve()),
+    }
+
+
+def open_study(setup: SearchSetup, *, force: bool = False) -> optuna.Study:
+    """Create the study, or load it when it exists (refusing a different study file unless ``force``).
+
+    New studies get the baselines enqueued as their first trials and the study file recorded.
+
+    Raises:
+        ConfigError: the study exists and was created from another study file or search space (without ``force``).
+    """
+    with setup.lock():  # workers starting together create the study and enqueue the baselines once
+        return _open_study_locked(setup, force)
+
+
+def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
+    spec = setup.spec
+    directions = [optuna.study.StudyDirection.MINIMIZE] * len(spec.objectives)
+    study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=make_sampler(spec),
+                                pruner=make_pruner(spec), directions=directions, load_if_exists=True)
+    record = study_file_record(setup)
+    stored = study.user_attrs.get(StudyAttr.STUDY_FILE)
+    if stored is None:
+        for key, value in record.items():
+            study.set_user_attr(key, value)
+        study.set_metric_names([o.replace("_", " ") for o in spec.objectives])  # names in the dashboard
+        if not study.trials:
+            for name in spec.baselines:
+                config = baseline_config(name, spec, setup.study_path)
+                study.enqueue_trial(baseline_params(setup.space, config), user_attrs={TrialAttr.BASELINE: name},
+                                    skip_if_exists=True)
+    elif stored != record[StudyAttr.STUDY_FILE] or study.user_attrs.get(StudyAttr.SEARCH_SPACE) != record[StudyAttr.SEARCH_SPACE]:
+        diff = "".join(difflib.unified_diff(
+            (stored + "\n").splitlines(True) + (study.user_attrs.get(StudyAttr.SEARCH_SPACE, "") + "\n").splitlines(True),
+            (record[StudyAttr.STUDY_FILE] + "\n").splitlines(True) + (record[StudyAttr.SEARCH_SPACE] + "\n").splitlines(True),
+            fromfile=f"study {setup.study_name!r} as created", tofile=str(setup.study_path)))
+        if not force:
+            raise ConfigError(
+                f"study {setup.study_name!r} in {setup.storage.url} was created from a different study file or "
+                f"search space; resuming it with {setup.study_path} would mix incomparable trials. Differences:\n"
+                f"{diff}Use the original file, another --study-name, or --force to resume anyway."
+            )
+        logger.warning("resuming study %r with a different study file (--force)", setup.study_name)
+    return study

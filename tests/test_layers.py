@@ -1,0 +1,99 @@
+"""The package's imports run one way, from the bottom layer up; the layer order is written here, once.
+
+Every ``import`` of a nas_meta module is read from the source (those inside functions too): a module may
+import modules of lower layers, and modules of its own package (``search/*``, ``learners/*``), nothing else.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nas_meta"
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("_version", "errors"),                 # leaves
+    ("config", "runtime"),
+    ("data", "architectures"),
+    ("episodes", "task_batched"),
+    ("functional",),                        # pure inner-loop math
+    ("learners",),                          # strategies over functional
+    ("training",),                          # one run: workspace, meta-train generator, evaluate, typed records
+    ("checkpoint", "storage", "bench"),     # persisting learners; opening storages; timing steps
+    ("inference", "studies"),               # using a saved learner; reading search studies
+    ("search",),                            # space walk, objective, study set-up, workers
+    ("report",),                            # views
+    ("export", "compare"),
+    ("api",),                               # the facade
+    ("__init__",),                          # the package: re-exports the facade
+    ("cli",),                               # parses, calls one function, prints
+    ("__main__",),
+)
+LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def unit(path: Path) -> str:
+    """The layer unit of a source file: its top-level module or package under nas_meta/."""
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imported_units(source: str, path: Path) -> list[tuple[int, str]]:
+    """``(line, unit)`` for every nas_meta module the source imports, at any depth of the file."""
+    package_parts = ["nas_meta", *path.relative_to(PACKAGE).parts[:-1]]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package_parts[: len(package_parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            names = [module] if node.module else [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "nas_meta":
+                found.append((node.lineno, parts[1] if len(parts) > 1 else "__init__"))
+    return found
+
+
+def upward_imports(path: Path, source: str) -> list[str]:
+    me = unit(path)
+    problems = []
+    for line, target in imported_units(source, path):
+        if target == me:
+            continue
+        if target not in LAYER_OF:
+            problems.append(f"{path.name}:{line} imports nas_meta.{target}, which has no layer in LAYERS")
+        elif LAYER_OF[target] >= LAYER_OF[me]:
+            problems.append(f"{path.relative_to(PACKAGE)}:{line}: {me} (layer {LAYER_OF[me]}) imports {target} "
+                            f"(layer {LAYER_OF[target]})")
+    return problems
+
+
+def test_every_module_has_a_layer() -> None:
+    units = {unit(p) for p in PACKAGE.rglob("*.py")}
+    assert units == set(LAYER_OF), f"add or remove in LAYERS: {sorted(units ^ set(LAYER_OF))}"
+
+
+def test_imports_go_one_way() -> None:
+    problems = [p for path in sorted(PACKAGE.rglob("*.py")) for p in upward_imports(path, path.read_text())]
+    assert problems == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("def f():\n    from ..api import load_learner\n", ["learners/base.py:2: learners (layer 5) imports api (layer 12)"]),
+    ("from nas_meta.search import search\n", ["learners/base.py:1: learners (layer 5) imports search (layer 9)"]),
+    ("from .. import training\n", ["learners/base.py:1: learners (layer 5) imports training (layer 6)"]),
+    ("from . import maml\nfrom ..functional import Params\nimport torch\n", []),
+])
+def test_the_check_sees_upward_imports_at_any_depth(source: str, expected: list[str]) -> None:
+    assert upward_imports(PACKAGE / "learners" / "base.py", source) == expected
+
+
+def test_same_layer_modules_do_not_import_each_other() -> None:
+    assert upward_imports(PACKAGE / "checkpoint.py", "from .storage import open_storage\n") == [
+        "checkpoint.py:1: checkpoint (layer 7) imports storage (layer 7)"]
