@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 
 from .bench import bench
-from .checkpoint import save_result
+from .checkpoint import check_learner_target, save_result
 from .config import TrainConfig
 from .errors import ConfigError
 from .export import trials_table
@@ -41,6 +41,8 @@ def train_iter(
 
     The last record, a :class:`~nas_meta.training.Result`, holds the learner, its metrics and the folder.
     """
+    if out is not None:
+        check_learner_target(out)  # before training, not after it
     for record in _train_iter(config, data=data, device=device, seed=seed, workspace=workspace):
         yield save_result(out, record) if isinstance(record, Result) and out is not None else record
 
@@ -53,7 +55,8 @@ def train(config: TrainConfig, out: str | Path | None, **kwargs: object) -> Resu
 
 
 def load_learner(path: str | Path | None = None, device: str = "cpu", *, study_name: str | None = None,
-                 storage: str | None = None, trial: int | None = None) -> TrainedLearner:
+                 storage: str | None = None, trial: int | None = None,
+                 artifacts: str | Path | None = None) -> TrainedLearner:
     """Load a learner saved by ``nas-meta train``, or a search trial's learner (weights verified, never unpickled).
 
     Args:
@@ -61,6 +64,8 @@ def load_learner(path: str | Path | None = None, device: str = "cpu", *, study_n
         device: where to put it.
         study_name, storage: instead of ``path``: load from a search study's artifact store.
         trial: with ``study_name``: which trial (default: the best).
+        artifacts: with ``study_name``: the study's artifact folder (default: the one it recorded, found relative to
+            its journal file, else the default beside the storage).
 
     Raises:
         CheckpointError: the folder is missing files, or its weights are not the ones it recorded.
@@ -69,7 +74,7 @@ def load_learner(path: str | Path | None = None, device: str = "cpu", *, study_n
     if (path is None) == (study_name is None):
         raise ConfigError("load_learner needs either a folder path or study_name= (with storage=), not both.")
     if study_name is not None:
-        path = fetch_trial_learner(storage or default_storage_url(study_name), study_name, trial)
+        path = fetch_trial_learner(storage or default_storage_url(study_name), study_name, trial, artifacts=artifacts)
     assert path is not None
     return load_learner_folder(path, device)
 

@@ -1,8 +1,9 @@
 """Saving and loading a trained learner folder: ``config.yaml``, ``weights.safetensors``, ``metrics.json``.
 
-Weights use safetensors (no pickle: loading never executes code) and their SHA-256 is recorded in
-``metrics.json``, so a tampered or foreign weights file is refused. Every file is written to a
-temporary name and renamed, so a folder is never left half-written.
+Weights use safetensors (no pickle: loading never executes code). The SHA-256 of the weights and of
+``config.yaml`` are recorded in ``metrics.json``, so a tampered or foreign weights file, or an edited config,
+is refused; weights must be finite float32 tensors. Every file is written to a temporary name and renamed,
+so a folder is never left half-written.
 """
 
 from __future__ import annotations
@@ -21,18 +22,43 @@ from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig, dump_yaml, read_yaml, train_config_from_dict
 from .errors import CheckpointError, ConfigError
+from .runtime import public_mode
 from .training import Result
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
-FORMAT = "nas-meta-learner/1"
+FORMAT = "nas-meta-learner/2"  # /2 records the config's SHA-256 too
+READABLE_FORMATS = ("nas-meta-learner/1", FORMAT)
+
+
+def check_learner_target(folder: str | Path, option: str = "--out") -> Path:
+    """Check, before any training, that a learner can be saved to ``folder``: it does not exist yet, is empty,
+    or is a learner folder to replace.
+
+    Raises:
+        ConfigError: ``folder`` is a file, holds other files, or cannot be created.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {str(folder)!r} is a file; give a folder to save the learner in.")
+    if folder.is_dir():
+        present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if present and not {CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE} <= set(present):
+            shown = ", ".join(present[:5]) + (", …" if len(present) > 5 else "")
+            raise ConfigError(f"{option} {str(folder)!r} holds other files ({shown}); give a new or empty folder, "
+                              "or a learner folder to replace.")
+    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{option} {str(folder)!r}: {str(parent)!r} is not writable.")
+    return folder
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.chmod(tmp, public_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -47,6 +73,7 @@ def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".weights.", suffix=".part", dir=folder)
+    os.chmod(tmp, public_mode())
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp, metadata={"format": FORMAT})
@@ -55,8 +82,10 @@ def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    atomic_write(folder / CONFIG_FILE, dump_yaml(config.to_dict()).encode())
-    record = {"format": FORMAT, "weights_sha256": digest, **metrics}
+    config_text = dump_yaml(config.to_dict()).encode()
+    atomic_write(folder / CONFIG_FILE, config_text)
+    record = {"format": FORMAT, "weights_sha256": digest, "config_sha256": hashlib.sha256(config_text).hexdigest(),
+              **metrics}
     atomic_write(folder / METRICS_FILE, json.dumps(record, indent=2, default=_json_default).encode())
     return folder
 
@@ -98,15 +127,20 @@ def load_checkpoint(folder: str | Path) -> tuple[TrainConfig, dict[str, torch.Te
         raise CheckpointError(f"{folder}: missing {', '.join(missing)}; a learner folder holds {CONFIG_FILE}, "
                               f"{WEIGHTS_FILE} and {METRICS_FILE} (written by 'nas-meta train').")
     try:
-        config = train_config_from_dict(read_yaml(folder / CONFIG_FILE))
-    except ConfigError as err:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: {err}") from None
-    try:
         metrics = json.loads((folder / METRICS_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{folder / METRICS_FILE}: is not valid JSON ({err}).") from None
-    if not isinstance(metrics, dict) or metrics.get("format") != FORMAT:
-        raise CheckpointError(f"{folder / METRICS_FILE}: format is not {FORMAT!r}; this folder was not written by nas-meta.")
+    if not isinstance(metrics, dict) or metrics.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(f"{folder / METRICS_FILE}: format is not one of {list(READABLE_FORMATS)}; this folder was "
+                              "not written by nas-meta.")
+    if metrics["format"] == FORMAT and _sha256(folder / CONFIG_FILE) != metrics.get("config_sha256"):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: does not match the SHA-256 recorded in {METRICS_FILE}; the "
+                              "config was edited after training, so the weights would run in another network. "
+                              "Refusing to load (retrain the edited config instead).")
+    try:
+        config = train_config_from_dict(read_yaml(folder / CONFIG_FILE))
+    except ConfigError as err:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {err}") from None
     digest = _sha256(folder / WEIGHTS_FILE)
     if digest != metrics.get("weights_sha256"):
         raise CheckpointError(
@@ -117,4 +151,11 @@ def load_checkpoint(folder: str | Path) -> tuple[TrainConfig, dict[str, torch.Te
         state = load_file(folder / WEIGHTS_FILE)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{folder / WEIGHTS_FILE}: is not a valid safetensors file ({err}).") from None
+    for name, tensor in state.items():
+        if tensor.dtype != torch.float32:
+            raise CheckpointError(f"{folder / WEIGHTS_FILE}: tensor {name!r} is {tensor.dtype}, but nas-meta learners "
+                                  "hold float32 weights; refusing to load.")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{folder / WEIGHTS_FILE}: tensor {name!r} holds NaN or infinite values; refusing "
+                                  "to load.")
     return config, state, metrics

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._version import __version__
 
@@ -86,7 +88,7 @@ def _search(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        study = run_search(args.study, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
+        study = run_search(args.study, storage=args.storage or os.environ.get("NAS_META_STORAGE"), study_name=args.study_name, n_trials=args.n_trials,
                          timeout=args.timeout, workers=args.workers, device=args.device, data=args.data,
                          force=args.force, on_trial=on_trial)
     except StudyFinished as err:
@@ -107,8 +109,8 @@ def _storage_from(args: argparse.Namespace) -> str:
     from .errors import ConfigError
     from .storage import default_storage_url
 
-    if args.storage:
-        return str(args.storage)
+    if args.storage or os.environ.get("NAS_META_STORAGE"):
+        return str(args.storage or os.environ["NAS_META_STORAGE"])
     study_file = getattr(args, "study_file", None)
     if study_file:
         spec = load_study_spec(study_file)
@@ -117,6 +119,32 @@ def _storage_from(args: argparse.Namespace) -> str:
     if name:
         return default_storage_url(name)
     raise ConfigError("give --storage URL or a study file (STUDY.yaml) to find the storage.")
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from .config import load_search_space, load_study_spec
+    from .resources import shipped_spaces, shipped_studies
+    from .storage import open_storage
+    from .studies import study_overview
+
+    print("shipped studies (nas-meta search NAME):")
+    for name, path in shipped_studies().items():
+        spec = load_study_spec(path)
+        print(f"  {name:<16} {spec.task.ways}-way {spec.task.shots}-shot, {spec.data.protocol} protocol, space "
+              f"{spec.search_space.rsplit('/', 1)[-1].removesuffix('.yaml')}, {spec.n_trials} trials")
+    print("shipped search spaces:")
+    for name, path in shipped_spaces().items():
+        space = load_search_space(path)
+        print(f"  {name:<16} {len(space.parameters)} parameters" + (f": {space.description}" if space.description else ""))
+    storage = args.storage or os.environ.get("NAS_META_STORAGE")
+    if storage:
+        handle = open_storage(storage)
+        rows = study_overview(handle)
+        print(f"studies in {handle.url}:" + ("" if rows else " none"))
+        for row in rows:
+            best = "-" if row["best_dev_loss"] is None else f"{row['best_dev_loss']:.4f}"
+            print(f"  {row['study']:<24} {row['trials']:>5} trials  best dev loss {best}  started {row['started']}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -172,129 +200,205 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- arguments: every number checked when parsed, with the allowed range in the message ------------------
+
+def _number(kind: type, low: float, high: float | None = None, *, low_open: bool = False) -> Any:
+    """An argparse ``type`` accepting ``kind`` values in [low, high] ((low, high] with ``low_open``)."""
+    def show(x: float) -> str:
+        return f"{x:g}" if kind is float else str(int(x))
+
+    rule = (f"{'a number' if kind is float else 'an integer'} {'>' if low_open else '>='} {show(low)}"
+            + (f" and <= {show(high)}" if high is not None else ""))
+
+    def parse(text: str) -> int | float:
+        try:
+            value: int | float = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: expected {rule}.") from None
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: expected {rule}.")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+SEED = _number(int, 0, 2**32 - 1)
+COUNT = _number(int, 1, 10**6)
+WAYS = _number(int, 2, 1000)
+SHOTS = _number(int, 1, 19)
+STEPS = _number(int, 0, 10**4)
+SECONDS = _number(float, 0, 10**9, low_open=True)
+WORKERS = _number(int, 1, 1024)
+PORT = _number(int, 1, 65535)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Help texts with their defaults, examples kept as written; -q/-v accepted anywhere on the command line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    default: Any = 0 if top else argparse.SUPPRESS
+    p.add_argument("-v", "--verbose", action="count", default=default, help="more log output (debug)")
+    p.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="warnings and errors only, no progress bar")
+
+
+def _data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="DIR", help="folder holding images_background.zip and images_evaluation.zip "
+                   "(default: $NAS_META_DATA, else the user cache, downloading the official zips there)")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
+                   "(default: auto)")
+
+
+def _storage_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--storage", metavar="URL", help="journal:PATH, sqlite:///PATH or postgresql://USER[:PASSWORD]"
+                   f"@HOST[:PORT]/DATABASE (default: $NAS_META_STORAGE, else {default})")
+
+
+def _command(sub: Any, name: str, summary: str, example: str, func: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary,
+                                                epilog=f"example:\n  {example}\n")
+    _common(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="nas-meta", description="Search for few-shot learners on Omniglot.")
+    parser = _Parser(prog="nas-meta", description="Search for few-shot learners on Omniglot.",
+                     epilog="example:\n  nas-meta search studies/smoke.yaml --data ../shared/data/omniglot\n")
     parser.add_argument("--version", action="version", version=f"nas-meta {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def data_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", help="folder with images_background.zip and images_evaluation.zip "
-                       "(default: $NAS_META_DATA, else the user cache, downloading there)")
+    data = _command(sub, "data", "Omniglot data set commands", "nas-meta data info --data DIR", None)
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
+    info = _command(data_sub, "info", "print alphabets, characters and images per zip, and the protocols' splits",
+                    "nas-meta data info --data ../shared/data/omniglot", _data_info)
+    _data_arg(info)
 
-    def device_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-
-    data = sub.add_parser("data", help="Omniglot data set commands")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    info = data_sub.add_parser("info", help="print alphabets, characters and images per zip and protocol splits")
-    data_arg(info)
-    info.set_defaults(func=_data_info)
-
-    train = sub.add_parser("train", help="meta-train one learner config and save it")
+    train = _command(sub, "train", "meta-train one learner config and save it",
+                     "nas-meta train studies/baselines/maml-5w1s.yaml --out runs/maml", _train)
     train.add_argument("config", help="training config YAML (e.g. studies/baselines/maml-5w1s.yaml)")
-    train.add_argument("--out", required=True, help="folder to save config, weights and metrics in")
-    train.add_argument("--seed", type=int, help="override the config's seed")
-    data_arg(train)
-    device_arg(train)
-    train.set_defaults(func=_train)
+    train.add_argument("--out", required=True, help="folder to save config, weights and metrics in (new, empty, "
+                       "or a learner folder to replace)")
+    train.add_argument("--seed", type=SEED, help="override the config's seed (default: the config's)")
+    _data_arg(train)
+    _device_arg(train)
 
-    ev = sub.add_parser("evaluate", help="score a saved learner on fixed dev or test episodes")
+    ev = _command(sub, "evaluate", "score a saved learner on fixed dev or test episodes",
+                  "nas-meta evaluate runs/maml --split test --episodes 600", _evaluate)
     ev.add_argument("learner", help="folder written by 'nas-meta train'")
-    ev.add_argument("--split", default="test", choices=["dev", "test"])
-    ev.add_argument("--episodes", type=int, default=600)
-    ev.add_argument("--ways", type=int)
-    ev.add_argument("--shots", type=int)
-    ev.add_argument("--query", type=int, help="query examples per class (default: the learner's config)")
-    ev.add_argument("--steps", type=int, help="adaptation steps (default: the config's test_steps)")
-    ev.add_argument("--seed", type=int, help="episode-set seed (default: the config's evaluation.seed)")
-    data_arg(ev)
-    device_arg(ev)
-    ev.set_defaults(func=_evaluate)
+    ev.add_argument("--split", default="test", choices=["dev", "test"], help="episode set (default: test)")
+    ev.add_argument("--episodes", type=COUNT, default=600, help="fixed episodes to score (default: 600)")
+    for flag, kind, what in (("--ways", WAYS, "classes per episode"), ("--shots", SHOTS, "support examples per class"),
+                             ("--query", COUNT, "query examples per class"),
+                             ("--steps", STEPS, "adaptation steps (default: the config's test_steps)")):
+        ev.add_argument(flag, type=kind, help=what if "default" in what else f"{what} (default: the learner's config)")
+    ev.add_argument("--seed", type=SEED, help="episode-set seed (default: the config's evaluation.seed)")
+    _data_arg(ev)
+    _device_arg(ev)
 
-    bench = sub.add_parser("bench", help="time meta-training on synthetic episodes of the default network")
-    bench.add_argument("--learner", default="maml", choices=list(STRATEGIES))
-    bench.add_argument("--ways", type=int, default=5)
-    bench.add_argument("--shots", type=int, default=1)
-    bench.add_argument("--query", type=int, default=1)
-    bench.add_argument("--meta-batch", type=int, default=32)
-    bench.add_argument("--steps", type=int, default=1)
-    bench.add_argument("--iterations", type=int, default=20)
-    bench.add_argument("--warmup", type=int, default=3)
+    bench = _command(sub, "bench", "time meta-training on synthetic episodes of the default network",
+                     "nas-meta bench --learner maml --ways 5 --shots 1 --meta-batch 32", _bench)
+    bench.add_argument("--learner", default="maml", choices=list(STRATEGIES), help="strategy (default: maml)")
+    for flag, kind, default, what in (("--ways", WAYS, 5, "classes per task"), ("--shots", SHOTS, 1, "shots"),
+                                      ("--query", COUNT, 1, "query examples per class"),
+                                      ("--meta-batch", COUNT, 32, "tasks per meta-iteration"),
+                                      ("--steps", _number(int, 1, 10**4), 1, "inner steps"),
+                                      ("--iterations", COUNT, 20, "timed meta-iterations"),
+                                      ("--warmup", STEPS, 3, "untimed meta-iterations first")):
+        bench.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
     bench.add_argument("--no-tune-allocator", action="store_true",
-                       help="leave glibc's allocator as it is (to measure what tuning it gains)")
-    device_arg(bench)
-    bench.set_defaults(func=_bench)
-    srch = sub.add_parser("search", help="create or resume a search study and run trials")
+                       help="leave glibc's allocator as it is, to measure what tuning it gains (default: tuned)")
+    _device_arg(bench)
+
+    srch = _command(sub, "search", "create or resume a search study and run trials",
+                    "nas-meta search studies/smoke.yaml --data ../shared/data/omniglot", _search)
     srch.add_argument("study", help="study definition YAML (e.g. studies/omniglot-5w1s.yaml)")
-    srch.add_argument("--storage", help="journal:PATH, sqlite:///PATH or postgresql://... (default: the study "
-                      "file's, else journal:runs/<study>.journal)")
-    srch.add_argument("--study-name", help="default: the study file's name")
-    srch.add_argument("--n-trials", type=int, help="the study's total number of trials (default: the study file's)")
-    srch.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    srch.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one per GPU)")
-    srch.add_argument("--force", action="store_true", help="resume even if the study file changed")
+    _storage_arg(srch, "the study file's storage, else journal:runs/<study>.journal")
+    srch.add_argument("--study-name", help="the study's name in the storage (default: the study file's name)")
+    srch.add_argument("--n-trials", type=COUNT, help="the study's total number of trials, over all workers and runs "
+                      "(default: the study file's n_trials)")
+    srch.add_argument("--timeout", type=SECONDS, help="stop starting trials after this many seconds "
+                      "(default: the study file's timeout, else none)")
+    srch.add_argument("--workers", type=WORKERS, default=1, help="worker processes on this machine, one per GPU "
+                      "when there are GPUs (default: 1)")
+    srch.add_argument("--force", action="store_true", help="resume even if the study file changed (default: refuse)")
     srch.add_argument("--worker-of-pool", action="store_true", help=argparse.SUPPRESS)
-    data_arg(srch)
-    device_arg(srch)
-    srch.set_defaults(func=_search)
+    _data_arg(srch)
+    _device_arg(srch)
 
-    exp = sub.add_parser("export", help="write trials tables, best config, report and summary of a study")
-    exp.add_argument("--study-name", required=True)
-    exp.add_argument("--storage", help="the study's storage (default: journal:runs/<study>.journal)")
-    exp.add_argument("--out", required=True)
-    exp.set_defaults(func=_export)
+    studies = _command(sub, "studies", "list the shipped studies and search spaces, and the studies in a storage",
+                       "nas-meta studies --storage journal:runs/omniglot-5w1s.journal", _studies)
+    studies.add_argument("--storage", metavar="URL", help="also list the studies in this storage (default: "
+                         "$NAS_META_STORAGE, else none)")
 
-    cmp_ = sub.add_parser("compare", help="train a config and the MAML/Reptile baselines alike; compare on test")
+    exp = _command(sub, "export", "write a study's trials tables, best config, report and summary",
+                   "nas-meta export --study-name omniglot-5w1s --out runs/export", _export)
+    exp.add_argument("--study-name", required=True, help="the study to export")
+    _storage_arg(exp, "journal:runs/<study>.journal")
+    exp.add_argument("--out", required=True, help="folder to write (new or empty, or an earlier export to replace)")
+
+    cmp_ = _command(sub, "compare", "train a config and the MAML/Reptile baselines alike; compare them on test",
+                    "nas-meta compare runs/export/best.yaml --baselines maml,reptile --seeds 3 --out runs/compare",
+                    _compare)
     cmp_.add_argument("config", help="training config YAML (e.g. an export's best.yaml)")
-    cmp_.add_argument("--baselines", default="maml,reptile", help="comma-separated baseline names")
-    cmp_.add_argument("--seeds", type=int, default=3)
-    cmp_.add_argument("--episodes", type=int, default=600)
-    cmp_.add_argument("--budget-iterations", type=int, help="meta-iterations per run (default: the config's)")
-    cmp_.add_argument("--budget-seconds", type=float, help="seconds per run (default: the config's)")
-    cmp_.add_argument("--out", required=True)
-    data_arg(cmp_)
-    device_arg(cmp_)
-    cmp_.set_defaults(func=_compare)
+    cmp_.add_argument("--baselines", default="maml,reptile", help="comma-separated baseline names (default: maml,reptile)")
+    cmp_.add_argument("--seeds", type=_number(int, 1, 1000), default=3, help="training seeds per method (default: 3)")
+    cmp_.add_argument("--episodes", type=COUNT, default=600, help="fixed test episodes (default: 600)")
+    cmp_.add_argument("--budget-iterations", type=COUNT, help="meta-iterations per run (default: the config's)")
+    cmp_.add_argument("--budget-seconds", type=SECONDS, help="seconds of meta-training per run (default: the config's)")
+    cmp_.add_argument("--out", required=True, help="folder to write the runs and tables in")
+    _data_arg(cmp_)
+    _device_arg(cmp_)
 
-    dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a study storage (localhost by default)")
+    dash = _command(sub, "dashboard", "serve optuna-dashboard on a study storage (localhost by default)",
+                    "nas-meta dashboard studies/omniglot-5w1s.yaml --port 8080", _dashboard)
     dash.add_argument("study_file", nargs="?", metavar="STUDY.yaml", help="a study file whose storage to serve")
-    dash.add_argument("--storage")
-    dash.add_argument("--host", default="127.0.0.1")
-    dash.add_argument("--port", type=int, default=8080)
-    dash.set_defaults(func=_dashboard)
+    _storage_arg(dash, "the study file's storage")
+    dash.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    dash.add_argument("--port", type=PORT, default=8080, help="port (default: 8080)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import NasMetaError
-    from .runtime import configure_logging
+    from .errors import NasMetaError, Terminated
+    from .runtime import configure_logging, handle_sigterm
 
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
+    handle_sigterm()
     try:
         return int(args.func(args))
     except NasMetaError as err:  # the user's to fix: one line; anything else is a bug and shows its traceback
         print(f"nas-meta: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("nas-meta: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"nas-meta: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 def run() -> None:
     """The ``nas-meta`` console script: :func:`main`, then exit with its status.
 
-    After Ctrl-C (status 130) the storage is already consistent (the running trial closed and queued again),
-    so the process leaves at once: the interpreter's teardown after a handled KeyboardInterrupt sometimes
-    turned the status into death by SIGINT (-2) instead of 130.
+    After Ctrl-C (status 130) or SIGTERM (143) the storage is already consistent (the running trial closed and
+    queued again), so the process leaves at once: the interpreter's teardown after a handled KeyboardInterrupt
+    sometimes turned the status into death by the signal instead.
     """
     code = main()
-    if code == 130:
+    if code in (130, 143):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

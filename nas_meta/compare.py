@@ -26,8 +26,15 @@ from .training import Result, evaluate, load_workspace, mean_ci95, train_iter
 logger = logging.getLogger(__name__)
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean of ``a - b`` over paired episodes and its 95% CI half-width."""
-    return mean_ci95(np.asarray(a) - np.asarray(b))
+    """Mean of ``a - b`` over paired episodes and its 95% CI half-width.
+
+    Raises:
+        ValueError: ``a`` and ``b`` do not hold one value per episode each.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired scores need one value per episode each, but got shapes {a.shape} and {b.shape}.")
+    return mean_ci95(a - b)
 
 
 def compare(
@@ -51,6 +58,8 @@ def compare(
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} is not allowed: expected an integer >= 1.")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the comparison's runs and tables.")
     task = candidate.task
     budget = budget or candidate.budget
     methods: dict[str, TrainConfig] = {f"candidate ({candidate.learner.strategy})": candidate}

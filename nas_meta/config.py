@@ -9,6 +9,9 @@ path, the bad value and what is allowed, e.g.::
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable
@@ -19,10 +22,25 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from .errors import ConfigError
+from .resources import shipped_baselines
 
 Strategy = Literal["maml", "fomaml", "reptile", "metasgd", "pretrain", "random"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Protocol = Literal["maml", "vinyals", "lake"]
+MAX_SEED = 2**32 - 1
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+STUDY_NAME_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def check_study_name(name: str, field: str = "--study-name") -> str:
+    """``name`` if it is a valid study name (it becomes part of file names: no '/', no '..').
+
+    Raises:
+        ConfigError: the name breaks :data:`STUDY_NAME_RULE`.
+    """
+    if not isinstance(name, str) or STUDY_NAME.fullmatch(name) is None:
+        raise ConfigError(f"{field} {short(name)} is not allowed: expected {STUDY_NAME_RULE}.")
+    return name
 PROTOCOL_CLASSES = {  # classes per split of each protocol (data.py builds them; the tests check them on the real data)
     "maml": {"train": 1100, "dev": 100, "test": 423},
     "vinyals": {"train": 4112, "dev": 688, "test": 1692},
@@ -56,7 +74,7 @@ class TaskConfig:
     query: int = 15
 
     def __post_init__(self) -> None:
-        _check(self.ways >= 2, "task.ways", self.ways, "an integer >= 2")
+        _check(2 <= self.ways <= 10_000, "task.ways", self.ways, "an integer in [2, 10000]")
         _check(self.shots >= 1, "task.shots", self.shots, "an integer >= 1")
         _check(self.query >= 1, "task.query", self.query, "an integer >= 1")
         _check(
@@ -106,10 +124,10 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         _check(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a number > 0")
-        _check(self.train_steps >= 1, "learner.train_steps", self.train_steps, "an integer >= 1")
-        _check(self.test_steps >= 0, "learner.test_steps", self.test_steps, "an integer >= 0")
+        _check(1 <= self.train_steps <= 1000, "learner.train_steps", self.train_steps, "an integer in [1, 1000]")
+        _check(0 <= self.test_steps <= 10_000, "learner.test_steps", self.test_steps, "an integer in [0, 10000]")
         _check(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a number > 0")
-        _check(self.meta_batch >= 1, "learner.meta_batch", self.meta_batch, "an integer >= 1")
+        _check(1 <= self.meta_batch <= 10_000, "learner.meta_batch", self.meta_batch, "an integer in [1, 10000]")
         _check(0 < self.meta_step <= 1, "learner.meta_step", self.meta_step, "a number in (0, 1]")
 
 
@@ -124,8 +142,9 @@ class BudgetConfig:
     seconds: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.iterations >= 0, "budget.iterations", self.iterations, "an integer >= 0")
-        _check(self.seconds is None or self.seconds > 0, "budget.seconds", self.seconds, "a number > 0 or null")
+        _check(0 <= self.iterations <= 10**9, "budget.iterations", self.iterations, "an integer in [0, 10^9]")
+        _check(self.seconds is None or 0 < self.seconds <= 10**9, "budget.seconds", self.seconds,
+               "a number of seconds in (0, 10^9], or null")
 
 
 @dataclass(frozen=True)
@@ -146,11 +165,13 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.dev_episodes >= 1, "evaluation.dev_episodes", self.dev_episodes, "an integer >= 1")
-        _check(self.every >= 1, "evaluation.every", self.every, "an integer >= 1")
-        _check(self.every_seconds is None or self.every_seconds >= 1, "evaluation.every_seconds",
+        _check(1 <= self.dev_episodes <= 100_000, "evaluation.dev_episodes", self.dev_episodes,
+               "an integer in [1, 100000]")
+        _check(1 <= self.every <= 10**9, "evaluation.every", self.every, "an integer in [1, 10^9]")
+        _check(0 <= self.seed <= MAX_SEED, "evaluation.seed", self.seed, f"an integer in [0, {MAX_SEED}]")
+        _check(self.every_seconds is None or 1 <= self.every_seconds <= 10**9, "evaluation.every_seconds",
                self.every_seconds, "a whole number of seconds >= 1, or null")
-        _check(self.batch >= 1, "evaluation.batch", self.batch, "an integer >= 1")
+        _check(1 <= self.batch <= 10_000, "evaluation.batch", self.batch, "an integer in [1, 10000]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,7 +194,9 @@ class TrainConfig(RunSections):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
+        _check(0 < len(self.name) <= 200 and self.name.isprintable(), "name", self.name,
+               "a name of 1 to 200 printable characters")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :func:`train_config_from_dict` turns back into an equal config."""
@@ -182,7 +205,7 @@ class TrainConfig(RunSections):
 
 def _check(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{name}={value!r} is not allowed: expected {allowed}.")
+        raise ConfigError(f"{name}={short(value)} is not allowed: expected {allowed}.")
 
 
 T = TypeVar("T")
@@ -224,7 +247,8 @@ def from_dict(cls: type[T], data: object, where: str = "") -> T:
 _SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
     bool: (lambda v: isinstance(v, bool), "must be true or false"),
     int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer"),
-    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "must be a number"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            "must be a finite number"),
     str: (lambda v: isinstance(v, str), "must be a string"),
 }
 
@@ -236,7 +260,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         choices = list(get_args(tp))
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
-            raise ConfigError(f"{path}={value!r} is not one of {sorted(choices, key=str)}.")
+            raise ConfigError(f"{path}={short(value)} is not one of {sorted(choices, key=str)}.")
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -246,40 +270,136 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return _coerce(inner[0], value, path)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}={value!r} must be a list.")
+            raise ConfigError(f"{path}={short(value)} must be a list.")
         item = get_args(tp)[0]
         return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}={value!r} must be a mapping.")
+            raise ConfigError(f"{path}={short(value)} must be a mapping.")
         return dict(value)
     if tp in _SCALARS:
         accepts, rule = _SCALARS[tp]
         if not accepts(value):
-            raise ConfigError(f"{path}={value!r} {rule}.")
+            raise ConfigError(f"{path}={short(value)} {rule}.")
         return float(value) if tp is float else value
     if tp is Any or tp is object:
         return value
     raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in nas-meta, not in the file
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxset = 2, 4, 6, 6, 6
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 60, 40
+
+
+def short(value: object) -> str:
+    """``repr(value)`` cut to a few dozen characters, so a message never echoes a huge value."""
+    return _SHORT.repr(value)
+
+
+def clip(text: str, limit: int = 160) -> str:
+    """``text`` on one line, cut to ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _show(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {short(value)}"
+
+
+MAX_YAML_BYTES = 1 << 20  # study files, search spaces and training configs are a few kB
+MAX_YAML_NODES = 100_000  # nodes of the document with every alias expanded (a "billion laughs" file has 10^9)
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects) that checks the composed document before building it."""
+
+
+def _check_nodes(root: yaml.Node) -> None:
+    """Refuse duplicate keys and documents whose aliases expand beyond :data:`MAX_YAML_NODES` nodes."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:  # an alias refers to a node already counted: add its expanded size again, no walk
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # cycles (recursive aliases) count once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise yaml.MarkedYAMLError(problem=f"the key {short(key.value)} appears twice (first on line "
+                                                           f"{seen[key.value]})", problem_mark=key.start_mark)
+                    seen[key.value] = key.start_mark.line + 1
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        if total > MAX_YAML_NODES:
+            raise yaml.MarkedYAMLError(problem=f"it expands to more than {MAX_YAML_NODES} values (anchors and "
+                                               "aliases?)", problem_mark=node.start_mark)
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text safely, in time and memory bounded by its length.
+
+    Raises:
+        yaml.YAMLError: malformed, several documents, a duplicate key, or aliases that expand too far.
+        RecursionError: nested too deeply.
+        ValueError: a value Python refuses (e.g. an integer of thousands of digits).
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file with ``yaml.safe_load``; a missing or malformed file gives a ConfigError."""
+    """Read a YAML file safely (:func:`parse_yaml`); any problem is a one-line ConfigError naming the file.
+
+    Raises:
+        ConfigError: missing, unreadable, too large, not UTF-8 text, or not valid YAML.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a YAML file.")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file.") from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot be read ({err.strerror}).") from None
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err}).") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: is larger than {MAX_YAML_BYTES // 1024} KiB; nas-meta's YAML files are a few kB.")
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {err.start}); is it a YAML file?") from None
+    try:
+        return parse_yaml(text)
+    except yaml.constructor.ConstructorError as err:
+        where = f" at line {err.problem_mark.line + 1}" if err.problem_mark is not None else ""
+        raise ConfigError(f"{path}: is not plain YAML{where}: {clip(str(err.problem))} (tags such as "
+                          "!!python/object are not allowed).") from None
+    except yaml.MarkedYAMLError as err:
+        where = f" at line {err.problem_mark.line + 1}" if err.problem_mark is not None else ""
+        raise ConfigError(f"{path}: is not valid YAML{where}: {clip(str(err.problem or err.context or 'malformed'))}.") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: is not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: is not valid YAML: {clip(str(err))}.") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: is nested too deeply to be a nas-meta YAML file.") from None
+    except ValueError as err:
+        raise ConfigError(f"{path}: holds a value that cannot be read ({clip(str(err), 100)}).") from None
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
@@ -350,6 +470,8 @@ class ParamSpec:
             _check(self.low < self.high, "low", self.low, f"less than high={self.high}")
             _check(not self.log or self.low > 0, "low", self.low, "> 0 with log: true (a log scale starts above 0)")
             _check(not (self.log and self.step is not None), "step", self.step, "unset with log: true")
+            _check(self.step is None or 0 < self.step <= self.high - self.low, "step", self.step,
+                   f"a number in (0, high - low = {self.high - self.low:g}], or unset")
             if self.type == "int":
                 _check(float(self.low).is_integer() and float(self.high).is_integer(), "low/high",
                        (self.low, self.high), "integers for an int parameter")
@@ -388,7 +510,7 @@ class SearchSpace:
                 try:
                     apply_overrides(base, {p.name: value})
                 except ConfigError as err:
-                    raise ConfigError(f"parameters[{i}] ({p.key}): {value!r} is not a valid value: {err}") from None
+                    raise ConfigError(f"parameters[{i}] ({p.key}): {short(value)} is not a valid value: {err}") from None
         seen: dict[str, ParamSpec] = {}
         for i, p in enumerate(self.parameters):
             for cond, values in (p.when or {}).items():
@@ -417,7 +539,10 @@ class SamplerSpec:
     n_startup_trials: int = 10
 
     def __post_init__(self) -> None:
-        _check(self.n_startup_trials >= 0, "sampler.n_startup_trials", self.n_startup_trials, "an integer >= 0")
+        _check(0 <= self.n_startup_trials <= 10**6, "sampler.n_startup_trials", self.n_startup_trials,
+               "an integer in [0, 10^6]")
+        _check(self.seed is None or 0 <= self.seed <= MAX_SEED, "sampler.seed", self.seed,
+               f"an integer in [0, {MAX_SEED}], or null")
 
 
 @dataclass(frozen=True)
@@ -431,7 +556,11 @@ class PrunerSpec:
     p_threshold: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.reduction_factor >= 2, "pruner.reduction_factor", self.reduction_factor, "an integer >= 2")
+        _check(2 <= self.reduction_factor <= 100, "pruner.reduction_factor", self.reduction_factor,
+               "an integer in [2, 100]")
+        _check(0 <= self.n_startup_trials <= 10**6, "pruner.n_startup_trials", self.n_startup_trials,
+               "an integer in [0, 10^6]")
+        _check(0 <= self.n_warmup_steps <= 10**9, "pruner.n_warmup_steps", self.n_warmup_steps, "an integer in [0, 10^9]")
         _check(0 < self.p_threshold < 1, "pruner.p_threshold", self.p_threshold, "a number in (0, 1)")
 
 
@@ -441,7 +570,8 @@ class StudySpec(RunSections):
 
     ``architecture`` and ``learner`` give the values of every field the search space does not set.
     ``baselines`` names training configs enqueued as the first trials (``studies/baselines/<name>-<W>w<S>s.yaml``
-    or a path), so the study holds its own baselines, scored like every candidate.
+    or a path), so the study holds its own baselines, scored like every candidate; left out, MAML and Reptile
+    wherever a paper-settings config exists for the study's ways and shots.
     """
 
     name: str
@@ -452,7 +582,7 @@ class StudySpec(RunSections):
     storage: str | None = None
     n_trials: int = 20
     timeout: float | None = None
-    baselines: tuple[str, ...] = ("maml", "reptile")
+    baselines: tuple[str, ...] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -471,9 +601,11 @@ class StudySpec(RunSections):
                     and self.budget.seconds is None), "budget.seconds", self.budget.seconds,
                "a number of seconds when evaluation.every_seconds paces a hyperband pruner (its resource is then "
                "seconds of meta-training)")
-        _check(self.n_trials >= 1, "n_trials", self.n_trials, "an integer >= 1")
-        _check(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "a number > 0 or null")
-        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(STUDY_NAME.fullmatch(self.name) is not None, "name", self.name, STUDY_NAME_RULE)
+        _check(1 <= self.n_trials <= 10**6, "n_trials", self.n_trials, "an integer in [1, 10^6]")
+        _check(self.timeout is None or 0 < self.timeout <= 10**9, "timeout", self.timeout,
+               "a number of seconds in (0, 10^9], or null")
+        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
         for split, count in PROTOCOL_CLASSES[self.data.protocol].items():
             _check(self.task.ways <= count, "task.ways", self.task.ways,
                    f"at most {count}, the classes of the {self.data.protocol!r} protocol's {split} split")
@@ -484,7 +616,7 @@ class StudySpec(RunSections):
                            learner=self.learner, budget=self.budget, evaluation=self.evaluation, seed=self.seed)
 
 
-SHIPPED_BASELINES = Path(__file__).resolve().parents[1] / "studies" / "baselines"
+SHIPPED_BASELINES = shipped_baselines()
 
 
 def baseline_path(name: str, ways: int, shots: int, folders: list[Path], *, field_name: str = "baselines") -> Path:

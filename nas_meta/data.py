@@ -20,15 +20,17 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, DataError
-from .runtime import default_cache_dir
+from .runtime import default_cache_dir, public_mode
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,13 @@ PROTOCOL_DOCS = {
     "alphabets (fixed seed); evaluation alphabets for test; no rotations.",
 }
 _PROTOCOL_SEED = 20170309  # fixed: protocols must not change with the experiment seed
-_PREPROCESS_VERSION = 1
+_PREPROCESS_VERSION = 2  # 2: caches carry a checksum
+DRAWING_PIXELS = (105, 105)  # every official Omniglot PNG
+MAX_MEMBER_BYTES = 1 << 20  # an official PNG is about 1-2 kB; anything this large is not a drawing (zip bomb guard)
+MAX_MEMBERS = 50_000  # the official zips hold 19,280 and 13,180 drawings
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+                  Image.DecompressionBombError)
+_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 _PNG_PATH = re.compile(r"^(images_background|images_evaluation)/([^/]+)/(character\d\d)/(\d{4})_(\d\d)\.png$")
 
 
@@ -112,6 +120,7 @@ def download_zip(
     logger.info("downloading %s to %s", url, target)
     digest = hashlib.md5()
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    os.chmod(tmp, public_mode())
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
@@ -166,6 +175,9 @@ def preprocess(image: np.ndarray, size: int) -> np.ndarray:
 
 def _decode_png(data: bytes, size: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
+        if img.size != DRAWING_PIXELS:  # checked before decoding: a huge image is refused, not decompressed
+            raise ValueError(f"it is {img.size[0]}x{img.size[1]} pixels, not an Omniglot drawing "
+                             f"({DRAWING_PIXELS[0]}x{DRAWING_PIXELS[1]})")
         gray = img.convert("L")
     if gray.size != (size, size):
         gray = gray.resize((size, size), Image.Resampling.LANCZOS)
@@ -182,9 +194,17 @@ def _read_zip(path: Path, name: str) -> dict[tuple[str, str], list[tuple[int, st
         raise DataError(f"{path}: cannot be read ({err.strerror}).") from None
     characters: dict[tuple[str, str], list[tuple[int, str]]] = {}
     with archive:
-        for entry in archive.namelist():
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise DataError(f"{path}: holds {len(members)} entries, far more than the official {name}.zip; "
+                            "download it again.")
+        for member in members:
+            entry = member.filename
             if entry.endswith("/"):
                 continue
+            if member.file_size > MAX_MEMBER_BYTES:
+                raise DataError(f"{path}: entry {entry!r} unpacks to {member.file_size} bytes, not an Omniglot "
+                                f"drawing (at most {MAX_MEMBER_BYTES}); download the zip again.")
             match = _PNG_PATH.match(entry)
             if match is None or match.group(1) != name:
                 raise DataError(
@@ -244,8 +264,10 @@ def load_omniglot(
         if (cache / filename).is_file():
             try:
                 return _load_cache(cache / filename)
-            except (OSError, ValueError, KeyError) as err:
-                logger.warning("ignoring unreadable cache %s (%s)", cache / filename, err)
+            except _CACHE_ERRORS as err:
+                reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+                logger.warning("the decoded cache %s is damaged (%s); decoding the zips again to rebuild it",
+                               cache / filename, reason)
     dataset = _decode(folder, image_size, progress)
     for cache in _cache_candidates(folder):
         try:
@@ -277,8 +299,9 @@ def _decode(folder: Path, size: int, progress: Callable[[int, int], None] | None
                 for number, entry in sorted(layouts[name][(alphabet, character)]):
                     try:
                         images[c, number - 1] = _decode_png(archive.read(entry), size)
-                    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-                        raise DataError(f"{path}: entry {entry!r} cannot be read ({err}); download it again.") from None
+                    except _MEMBER_ERRORS as err:
+                        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+                        raise DataError(f"{path}: entry {entry!r} is corrupt ({reason}); download the zip again.") from None
                 done += DRAWINGS
                 if progress is not None:
                     progress(done, total)
@@ -288,31 +311,42 @@ def _decode(folder: Path, size: int, progress: Callable[[int, int], None] | None
 def _save_cache(dataset: Omniglot, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".omniglot.", suffix=".npz.part", dir=path.parent)
+    os.chmod(tmp, public_mode())
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                images=dataset.images,
-                alphabet_of=dataset.alphabet_of,
-                alphabets=np.asarray(dataset.alphabets),
-                characters=np.asarray(dataset.characters),
-                background=np.asarray(dataset.background),
-            )
+            arrays: dict[str, Any] = _cache_arrays(dataset)
+            np.savez(f, **arrays, checksum=np.asarray(_checksum(arrays)))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _cache_arrays(dataset: Omniglot) -> dict[str, np.ndarray]:
+    return {"images": dataset.images, "alphabet_of": dataset.alphabet_of, "alphabets": np.asarray(dataset.alphabets),
+            "characters": np.asarray(dataset.characters), "background": np.asarray(dataset.background)}
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
 def _load_cache(path: Path) -> Omniglot:
+    """Read a decoded cache, verifying its checksum.
+
+    Raises:
+        ValueError: the checksum does not match (a flipped bit, a partial write); other errors of a damaged file.
+    """
     with np.load(path, allow_pickle=False) as z:
-        return Omniglot(
-            z["images"],
-            z["alphabet_of"],
-            tuple(str(a) for a in z["alphabets"]),
-            tuple(str(c) for c in z["characters"]),
-            int(z["background"]),
-        )
+        arrays = {name: z[name] for name in ("images", "alphabet_of", "alphabets", "characters", "background")}
+        if str(z["checksum"]) != _checksum(arrays):
+            raise ValueError("its checksum does not match its content")
+    return Omniglot(arrays["images"], arrays["alphabet_of"], tuple(str(a) for a in arrays["alphabets"]),
+                    tuple(str(c) for c in arrays["characters"]), int(arrays["background"]))
 
 
 @dataclass(frozen=True)

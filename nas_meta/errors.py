@@ -31,3 +31,8 @@ class StudyFinished(NasMetaError):
 
 class TrialDiverged(NasMetaError):
     """Meta-training produced NaN/inf: the trial ends as FAIL with the reason in its user attributes."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how SLURM, Kubernetes and systemd stop a job), raised like Ctrl-C so it is handled the same way:
+    the running trial is closed and queued again, worker processes are stopped, the command exits with 143."""

@@ -6,7 +6,11 @@ and an export of a study that is still running is a consistent snapshot of its f
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import atomic_write
 from .config import dump_yaml
+from .errors import ConfigError
 from .report import study_report_html
+from .runtime import public_mode
 from .studies import StudyAttr, TrialAttr, existing_study, trial_config
 
 logger = logging.getLogger(__name__)
@@ -42,13 +48,14 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row["datetime_start"] = t.datetime_start
         row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
         for key in USER_COLUMNS:
-            row[key] = t.user_attrs.get(key)
+            row.setdefault(key, t.user_attrs.get(key))  # an objective's column holds the objective's value
         for key, value in sorted(t.params.items()):
             row[f"params.{key}"] = value
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=["number", "state", *names, "datetime_start", "duration_s", *USER_COLUMNS])
+        columns = ["number", "state", *names, "datetime_start", "duration_s", *USER_COLUMNS]
+        frame = pd.DataFrame(columns=list(dict.fromkeys(columns)))
     return frame
 
 
@@ -104,21 +111,59 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body])
 
 
+EXPORT_FILES = ("trials.csv", "trials.parquet", "best.yaml", "pareto", "report.html", "summary.md")
+
+
+def check_export_target(out: Path) -> None:
+    """``--out`` must be a new or empty folder, or an earlier export (replaced file by file).
+
+    Raises:
+        ConfigError: ``out`` is a file, or a folder holding something else.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the export.")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not p.name.startswith("."))
+        if others:
+            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+            raise ConfigError(f"--out {str(out)!r} holds files that are not an export ({shown}); give a new or empty "
+                              "folder, or an earlier export to replace.")
+
+
 def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, Any]:
     """Write ``trials.csv``, ``trials.parquet``, ``best.yaml`` (or ``pareto/``), ``report.html``, ``summary.md``.
 
+    The export is written into a temporary folder beside ``out`` and moved into place when complete, so a failed
+    export leaves nothing half-written. A study without trials gives a valid, empty export.
+
     Raises:
-        ConfigError: unknown study or storage (the message lists the studies that exist).
+        ConfigError: unknown study or storage (the message lists the studies that exist); ``out`` is a file or
+            holds other files.
     """
-    study = existing_study(storage, study_name)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_export_target(out)
+    study = existing_study(storage, study_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(staging, public_mode(directory=True))
+    try:
+        written, table, best = _write_export(study, staging)
+        out.mkdir(exist_ok=True)
+        if (out / "pareto").is_dir():
+            shutil.rmtree(out / "pareto")
+        for name in written:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"study": study_name, "out": str(out), "trials": len(table), "files": written,
+            "best_trials": [t.number for t in best]}
+
+
+def _write_export(study: optuna.Study, out: Path) -> tuple[list[str], pd.DataFrame, list[FrozenTrial]]:
     table = trials_table(study)
     atomic_write(out / "trials.csv", table.to_csv(index=False).encode())
     written = ["trials.csv"]
     try:
-        import io
-
         buffer = io.BytesIO()
         table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(buffer, index=False)
         atomic_write(out / "trials.parquet", buffer.getvalue())
@@ -132,9 +177,8 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
     elif best:
         for t in best:
             atomic_write(out / "pareto" / f"trial-{t.number}.yaml", config_yaml(study, t).encode())
-        written.append("pareto/")
+        written.append("pareto")
     atomic_write(out / "report.html", study_report_html(study, table).encode())
     atomic_write(out / "summary.md", summary_markdown(study, table).encode())
     written += ["report.html", "summary.md"]
-    return {"study": study_name, "out": str(out), "trials": len(table), "files": written,
-            "best_trials": [t.number for t in best]}
+    return written, table, best

@@ -2,44 +2,84 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from .architectures import BatchStatNorm2d
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import preprocess
 from .episodes import check_task_shape
 from .errors import CheckpointError, ConfigError
-from .functional import batched_forward
 from .learners import BaseLearner, get_learner
 from .runtime import resolve_device
 from .training import evaluate, load_workspace
 
 
+RAW_SIDE = 105  # the official drawings are 105x105 pixels
+MIN_SIDE = 8
+
+
+def _as_array(images: Any, name: str) -> np.ndarray:
+    """``images`` as one numpy array: a tensor, an array, a PIL image, or a non-empty sequence of equal-shaped ones."""
+    if isinstance(images, Tensor):
+        array: np.ndarray = images.detach().cpu().numpy()
+        return array
+    if isinstance(images, np.ndarray):
+        return images
+    if isinstance(images, (str, bytes, dict)) or not hasattr(images, "__len__") and not hasattr(images, "__array__"):
+        raise TypeError(f"{name} must be an array, a tensor, a PIL image or a sequence of them, not "
+                        f"{type(images).__name__}.")
+    if hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
+        one: np.ndarray = np.asarray(images)  # e.g. one PIL image
+        return one
+    if len(images) == 0:
+        raise ValueError(f"{name} is empty: give at least one image.")
+    arrays = [i.detach().cpu().numpy() if isinstance(i, Tensor) else np.asarray(i) for i in images]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"{name} have different shapes {sorted(shapes)[:3]}: give images of one size.")
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) > 1:
+        raise TypeError(f"{name} mix dtypes {sorted(map(str, dtypes))}: give one kind of image.")
+    return np.stack(arrays)
+
+
 class AdaptedClassifier:
     """A learner adapted to one support set; classifies query images of the same task.
 
-    BatchNorm layers normalise with the statistics of the images given, as in MAML (transductive):
-    pass a task's query images together.
+    Batch norm normalises query images with the statistics of the support set, kept at adaptation, so an
+    image gets the same answer alone or in a batch. ``transductive=True`` (the MAML paper's test protocol)
+    normalises with the statistics of the query batch instead: give a task's query images together then.
     """
 
-    def __init__(self, owner: TrainedLearner, params: dict[str, Tensor], classes: np.ndarray) -> None:
+    def __init__(self, owner: TrainedLearner, network: nn.Module, classes: np.ndarray) -> None:
         self._owner = owner
-        self._params = params
+        self._network = network
         self.classes = classes
 
+    def module(self) -> nn.Module:
+        """The adapted network as a plain ``nn.Module`` in eval mode (a copy): ``(n, 1, S, S)`` float images with
+        ink in [0, 1] (see :meth:`TrainedLearner.prepare`) to ``(n, ways)`` logits, columns in the order of
+        :attr:`classes`. It runs without nas-meta, e.g. after ``torch.jit.script`` or ``torch.onnx.export``."""
+        return copy.deepcopy(self._network)
+
     def predict_proba(self, images: Any) -> np.ndarray:
-        """Class probabilities, shape ``(n, ways)``, columns in the order of :attr:`classes`."""
-        x = self._owner.prepare(images)
-        model = self._owner.learner.template(len(self.classes))
+        """Class probabilities, shape ``(n, ways)``, columns in the order of :attr:`classes`.
+
+        Raises:
+            TypeError, ValueError: ``images`` break the input contract of :meth:`TrainedLearner.prepare`.
+        """
+        x = self._owner.prepare(images, name="images")
         with torch.no_grad():
-            logits = batched_forward(model, self._params, {}, x[None])[0]
-        return logits.softmax(dim=-1).cpu().numpy()
+            logits: Tensor = self._network(x)
+        probabilities: np.ndarray = logits.softmax(dim=-1).cpu().numpy()
+        return probabilities
 
     def predict(self, images: Any) -> np.ndarray:
         """Predicted labels (values from the support labels)."""
@@ -60,42 +100,131 @@ class TrainedLearner:
     def image_size(self) -> int:
         return self.config.data.image_size
 
-    def prepare(self, images: Any) -> Tensor:
+    def prepare(self, images: Any, *, name: str = "images") -> Tensor:
         """Images as the network wants them: ``(n, 1, S, S)`` float ink in [0, 1] on the device.
 
-        Accepts raw Omniglot drawings as decoded from the PNG files (``numpy.asarray(PIL.Image.open(f))``:
-        105x105 bool, True = background), one array or a sequence of them, or already preprocessed
-        images ``(n, S, S)`` / ``(n, 1, S, S)`` with ink in [0, 1] (numpy or torch).
+        The input contract, checked on every call:
+
+        * raw drawings, as decoded from Omniglot's PNG files (``numpy.asarray(PIL.Image.open(f))``): square 2-D
+          arrays of ``bool`` (True = background) or integers in [0, 255] (high = background, 0/1 included), at least
+          8 pixels a side (105 in the official data), resized to ``S``;
+        * preprocessed images: floating point, ``S`` x ``S`` (``S`` = the learner's ``data.image_size``), ink = 1,
+          values in [0, 1], finite;
+
+        one image ``(H, W)``, a batch ``(n, H, W)`` or ``(n, 1, H, W)``, as numpy arrays, torch tensors, PIL images
+        or a sequence of them.
+
+        Raises:
+            TypeError: not an image type, or a dtype that is neither bool, integer nor floating point.
+            ValueError: empty, wrong shape (color images included), values out of range or not finite.
         """
-        if isinstance(images, Tensor):
-            arrays: Any = images.detach().cpu().numpy()
-        elif isinstance(images, np.ndarray):
-            arrays = images
-        else:
-            arrays = [np.asarray(i) for i in images]
-            arrays = np.stack(arrays) if arrays else np.empty((0, 0, 0))
+        arrays = _as_array(images, name)
+        if arrays.dtype == object or not (arrays.dtype == bool or np.issubdtype(arrays.dtype, np.integer)
+                                          or np.issubdtype(arrays.dtype, np.floating)):
+            raise TypeError(f"{name} have dtype {arrays.dtype}; give bool or uint8 drawings, or float images in [0, 1].")
         if arrays.ndim == 2:
             arrays = arrays[None]
-        if arrays.ndim == 4 and arrays.shape[1] == 1:
+        elif arrays.ndim == 4 and arrays.shape[1] == 1:
             arrays = arrays[:, 0]
+        if arrays.size == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(arrays.shape)}): give at least one image.")
         if arrays.ndim != 3:
-            raise ValueError(f"images must be (n, H, W) or (n, 1, H, W), but got shape {arrays.shape}.")
+            hint = " (a color image? give grayscale drawings)" if arrays.ndim in (3, 4) and arrays.shape[-1] in (3, 4) else ""
+            raise ValueError(f"{name} must be one image (H, W) or a batch (n, H, W) or (n, 1, H, W), but got shape "
+                             f"{tuple(arrays.shape)}{hint}.")
+        n, height, width = arrays.shape
         size = self.image_size
-        if arrays.dtype == bool or arrays.shape[1:] != (size, size):
-            x = np.stack([preprocess(a, size) for a in arrays]).astype(np.float32) / 255.0
-        else:
+        if np.issubdtype(arrays.dtype, np.floating):
+            if (height, width) != (size, size):
+                raise ValueError(f"{name} are float images of {height}x{width}; preprocessed images must be "
+                                 f"{size}x{size} (this learner's data.image_size), and raw drawings bool or uint8.")
+            if not np.isfinite(arrays).all():
+                raise ValueError(f"{name} hold NaN or infinite values.")
+            if arrays.min() < 0 or arrays.max() > 1:
+                raise ValueError(f"{name} hold values in [{arrays.min():.3g}, {arrays.max():.3g}]; preprocessed images "
+                                 "hold ink in [0, 1].")
             x = arrays.astype(np.float32)
-        return torch.from_numpy(x).unsqueeze(1).to(self.device)
+        else:
+            if height != width or height < MIN_SIDE:
+                hint = " (a color image? give grayscale drawings)" if width in (3, 4) else ""
+                raise ValueError(f"{name} are {height}x{width}; raw drawings are square, at least {MIN_SIDE} pixels a "
+                                 f"side ({RAW_SIDE}x{RAW_SIDE} in Omniglot){hint}.")
+            if arrays.dtype != bool and (arrays.min() < 0 or arrays.max() > 255):
+                raise ValueError(f"{name} hold values in [{arrays.min()}, {arrays.max()}]; raw drawings are bool or "
+                                 "integers in [0, 255].")
+            x = np.stack([preprocess(a.astype(np.uint8) if a.dtype != bool else a, size) for a in arrays])
+            x = x.astype(np.float32) / 255.0
+        return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1).to(self.device)
 
-    def adapt(self, images: Any, labels: Sequence[Any], *, steps: int | None = None) -> AdaptedClassifier:
-        """Adapt to a support set (any number of classes for pretrain/random, the trained ways otherwise)."""
-        x = self.prepare(images)
-        classes, y = np.unique(np.asarray(labels), return_inverse=True)
-        if len(y) != len(x):
-            raise ValueError(f"got {len(x)} support images but {len(y)} labels; give one label per image.")
+    def adapt(self, images: Any, labels: Any, *, steps: int | None = None,
+              transductive: bool = False) -> AdaptedClassifier:
+        """Adapt to a support set: one label per image, at least two classes (any number of classes for a
+        learner whose head is fitted at adaptation — pretrain, random — the trained ways otherwise).
+
+        Args:
+            images: the support images (see :meth:`prepare` for the input contract).
+            labels: one label per image (numbers or strings); predictions come in these values.
+            steps: adaptation steps (default: the config's ``learner.test_steps``).
+            transductive: normalise query images with their own batch statistics (MAML's test protocol)
+                instead of the support set's.
+
+        Raises:
+            TypeError, ValueError: bad images, labels or steps; ConfigError: ways the learner cannot adapt to.
+        """
+        x = self.prepare(images, name="images")
+        if isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__len__"):
+            raise TypeError(f"labels must be a sequence with one label per image, not {type(labels).__name__}.")
+        label_array = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        if label_array.ndim != 1:
+            raise ValueError(f"labels must be one-dimensional (one per image), but got shape {label_array.shape}.")
+        if len(label_array) != len(x):
+            raise ValueError(f"got {len(x)} support images but {len(label_array)} labels; give one label per image.")
+        if label_array.dtype.kind == "f" and not np.isfinite(label_array).all():
+            raise ValueError("labels hold NaN or infinite values.")
+        try:
+            classes, y = np.unique(label_array, return_inverse=True)
+        except TypeError:
+            raise TypeError("labels must be of one comparable kind (all numbers or all strings).") from None
+        if len(classes) < 2:
+            raise ValueError(f"the support set has {len(classes)} class; give at least two classes to tell apart.")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                                  or not 0 <= steps <= 10_000):
+            raise ValueError(f"steps={steps!r} is not allowed: expected an integer in [0, 10000].")
         y_t = torch.as_tensor(y, dtype=torch.long, device=self.device)
-        params = self.learner.adapt(x[None], y_t[None], ways=len(classes), steps=steps)
-        return AdaptedClassifier(self, {k: v.detach() for k, v in params.items()}, classes)
+        ways = len(classes)
+        params = self.learner.adapt(x[None], y_t[None], ways=ways, steps=None if steps is None else int(steps))
+        network = adapted_network(self.learner.template(ways), {k: v[0].detach() for k, v in params.items()}, x,
+                                  transductive=transductive)
+        return AdaptedClassifier(self, network, classes)
+
+
+def adapted_network(template: nn.Module, params: dict[str, Tensor], support_x: Tensor, *,
+                    transductive: bool) -> nn.Module:
+    """A plain copy of ``template`` holding ``params``, in eval mode. Each batch norm becomes ``nn.BatchNorm2d``:
+    with the support set's statistics (``support_x`` through the adapted layers before it), or, ``transductive``,
+    normalising every batch with its own statistics."""
+    network = copy.deepcopy(template)
+    network.load_state_dict(params, strict=True)
+    norms = [(name, m) for name, m in network.named_modules() if isinstance(m, BatchStatNorm2d)]
+    stats: dict[str, tuple[Tensor, Tensor]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: stats.__setitem__(
+        name, (args[0].mean(dim=(0, 2, 3)), args[0].var(dim=(0, 2, 3), unbiased=False)))) for name, m in norms]
+    with torch.no_grad():
+        network(support_x)
+    for hook in hooks:
+        hook.remove()
+    for name, old in norms:
+        new = nn.BatchNorm2d(old.weight.shape[0], eps=old.eps, track_running_stats=not transductive,
+                             device=old.weight.device)
+        with torch.no_grad():
+            new.weight.copy_(old.weight)
+            new.bias.copy_(old.bias)
+            if new.running_mean is not None and new.running_var is not None:  # kept support statistics
+                new.running_mean.copy_(stats[name][0])
+                new.running_var.copy_(stats[name][1])
+        parent, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent) if parent else network, child, new)
+    return network.eval()
 
 
 def load_learner_folder(path: str | Path, device: str = "cpu") -> TrainedLearner:

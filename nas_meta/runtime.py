@@ -11,12 +11,16 @@ import functools
 import logging
 import os
 import random
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, Terminated
 
 _PACKAGE_LOGGER = "nas_meta"
 
@@ -112,6 +116,41 @@ def configure_logging(verbosity: int = 0) -> None:
         logger.addHandler(handler)
 
 
+def public_mode(directory: bool = False) -> int:
+    """The permissions a new file (or folder) gets under the process umask; ``tempfile`` makes them private
+    (0600/0700), so files written through a temporary name are given these before they are renamed."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def default_cache_dir() -> str:
     """Where nas-meta keeps downloads and decoded caches: ``$NAS_META_CACHE`` or ``~/.cache/nas-meta``."""
     return os.environ.get("NAS_META_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nas-meta")
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`~nas_meta.errors.Terminated` (a KeyboardInterrupt) in this process (CLI only)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (closing an interrupted trial must not be interrupted);
+    a signal that arrived meanwhile is delivered when the block ends."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): receive SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -7,38 +7,103 @@
   trial of a dead worker is marked failed and retried (``RetryFailedTrialCallback``).
 * ``journal:PATH`` or a path ending in ``.journal``: a journal file at that path.
 
-Messages never show a password.
+Messages never show a password: URLs are parsed and shown with SQLAlchemy's URL object (password hidden,
+secret query values such as ``?password=`` hidden too). A journal whose last line was cut off by a crash is
+repaired on open (a backup is kept); one with a bad line in the middle is refused and never modified.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import random
 import re
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import unquote
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal._file import get_lock_file
 from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
+from .config import check_study_name
 from .errors import ConfigError, StorageError
+from .runtime import public_mode
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_SECONDS", "10"))
 GRACE_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_GRACE_SECONDS", str(3 * HEARTBEAT_SECONDS)))
-RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+HEARTBEAT_ATTR = "nas_meta:heartbeat"  # a journal trial's last heartbeat (system attribute, Unix time)
+_SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
+
+
+def _authority(url: str) -> str:
+    """The ``user:password@host:port`` part of a URL (empty for ``journal:`` values)."""
+    _, sep, rest = url.partition("://")
+    return rest.split("/", 1)[0].split("?", 1)[0] if sep else ""
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """``url`` as it may be shown: the password and secret query values (``?password=…``) replaced by ``***``.
+
+    Parsed with SQLAlchemy's ``make_url``; a URL it cannot parse, or whose user part holds an unencoded ``@``,
+    shows nothing before its host.
+    """
+    if "://" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    authority = _authority(url)
+    if authority.count("@") > 1:  # a password with an unencoded "@": anything before the last "@" may be secret
+        return f"{scheme}://***@{rest[rest.index(authority) + authority.rindex('@') + 1:]}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"{scheme}://***" if "@" in authority or "?" in rest else url
+    secret = {k: "***" for k in parsed.query if _SECRET_QUERY_KEY.search(k)}
+    shown = (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", "***")
+
+
+def _secrets(url: str) -> list[str]:
+    """The secret strings of ``url`` (password, secret query values), raw and percent-decoded, longest first."""
+    found: set[str] = set()
+    authority = _authority(url)
+    if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+        found.add(authority.rsplit("@", 1)[0].split(":", 1)[1])
+    try:
+        parsed = make_url(url)
+        found.update(str(v) for k, v in parsed.query.items() if _SECRET_QUERY_KEY.search(k))
+        if parsed.password:
+            found.add(str(parsed.password))
+    except ArgumentError:
+        pass
+    found |= {unquote(s) for s in found}
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def scrub(message: str, url: str) -> str:
+    """``message`` with every secret of ``url`` replaced by ``***``."""
+    for secret in _secrets(url):
+        message = message.replace(secret, "***")
+    return message
 
 
 @dataclass(frozen=True)
@@ -56,31 +121,35 @@ class StorageHandle:
 
 
 def default_storage_url(study_name: str, runs_dir: str | Path = "runs") -> str:
-    return f"journal:{Path(runs_dir) / f'{study_name}.journal'}"
+    """``journal:runs/<study>.journal``.
+
+    Raises:
+        ConfigError: the study name is not a valid file-name part.
+    """
+    return f"journal:{Path(runs_dir) / f'{check_study_name(study_name)}.journal'}"
 
 
 def open_storage(url: str) -> StorageHandle:
     """Open the storage named by ``url`` (see the module docstring for the forms).
 
     Raises:
-        ConfigError: the value is malformed or names an unknown scheme.
-        StorageError: the database cannot be reached or refuses the credentials.
+        ConfigError: the value is malformed, names an unknown scheme, or keeps nothing (an in-memory database).
+        StorageError: the database cannot be reached or refuses the credentials; the journal is damaged.
     """
     shown = redact(url)
     if url.startswith("journal:") or (url.endswith(".journal") and "://" not in url):
         path = Path(url.removeprefix("journal:")).expanduser()
-        if not str(path):
+        if not str(path) or path.is_dir():
             raise ConfigError(f"--storage {shown!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return StorageHandle(JournalStorage(JournalFileBackend(str(path))), f"journal:{path}", "journal", path)
-    match = re.match(r"^([a-z0-9+]+)://", url)
-    if match is None or match.group(1) not in RDB_SCHEMES:
-        raise ConfigError(
-            f"--storage {shown!r} is not a storage URL nas-meta knows; use journal:PATH (embedded, the default), "
-            "sqlite:///PATH, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."
-        )
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repair_journal(path)
+            return StorageHandle(JournalStorage(JournalFileBackend(str(path))), f"journal:{path}", "journal", path)
+        except OSError as err:
+            raise StorageError(f"cannot open storage journal:{path}: {err.strerror or err}.") from None
+    parsed = _parse_rdb_url(url, shown)
+    if parsed.drivername.startswith("sqlite") and parsed.database:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
         try:
             storage = RDBStorage(
@@ -91,13 +160,35 @@ def open_storage(url: str) -> StorageHandle:
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
             return StorageHandle(storage, shown, "rdb")
-        except Exception as err:  # SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
+        except Exception as err:  # noqa: BLE001  SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
             # Workers that start together on a fresh database race to create Optuna's tables: retry that.
             if "duplicate key" in str(err) or "already exists" in str(err):
                 time.sleep(0.2 + random.random() * (attempt + 1))
                 continue
             raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
     raise StorageError(f"cannot open storage {shown}: its tables could not be created (concurrent creation)")
+
+
+def _parse_rdb_url(url: str, shown: str) -> URL:
+    """Check an RDB URL before connecting: its form, its scheme, and that it keeps what it is given."""
+    allowed = ("use journal:PATH (embedded, the default), sqlite:///PATH, or "
+               "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+    if _authority(url).count("@") > 1:
+        raise ConfigError(f"--storage {shown!r}: the user or password holds an '@'; write it percent-encoded as %40.")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"--storage {shown!r} is not a storage URL nas-meta knows; {allowed}.") from None
+    if parsed.drivername not in RDB_SCHEMES:
+        raise ConfigError(f"--storage {shown!r}: the scheme {parsed.drivername!r} is not one of {list(RDB_SCHEMES)}; "
+                          f"{allowed}.")
+    database = parsed.database or ""
+    in_memory = (database in ("", ":memory:") or database.startswith("file::memory:")
+                 or parsed.query.get("mode") == "memory")
+    if parsed.drivername.startswith("sqlite") and in_memory:
+        raise ConfigError(f"--storage {shown!r} is an in-memory database: a study there is lost when the command "
+                          "ends. Use a file (sqlite:///runs/study.db) or journal:runs/study.journal.")
+    return parsed
 
 
 def _retry_callback() -> dict[str, Any]:
@@ -108,12 +199,112 @@ def _retry_callback() -> dict[str, Any]:
 
 
 def _reason(err: BaseException, url: str) -> str:
-    text = str(getattr(err, "orig", None) or err).strip().splitlines()
-    first = text[0] if text else type(err).__name__
-    password = re.search(r"://[^:/@]+:([^@]*)@", url)
-    if password and password.group(1):
-        first = first.replace(password.group(1), "***")
-    return redact(first)
+    lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+    first = lines[0] if lines else type(err).__name__
+    return scrub(first, url)[:300]
+
+
+# -- the journal file ------------------------------------------------------------------------------------
+
+def _is_log(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def repair_journal(path: Path) -> bool:
+    """Cut a torn end off a journal file, keeping a backup of the whole file first; returns True if it did.
+
+    A crash (power loss, full disk, SIGKILL mid-write) can leave the last line incomplete; Optuna would append
+    after it and every later read would fail. Lines that are not a complete JSON record at the very end are
+    the torn part. A bad line with good lines after it is damage nas-meta cannot judge: it is refused with the
+    file and the line named, and the file is left as it is.
+
+    Raises:
+        StorageError: a bad line in the middle of the journal.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with get_lock_file(JournalFileSymlinkLock(str(path))):  # Optuna's own lock: no writer is mid-line now
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # what follows the last newline: empty unless the file ends mid-line
+        good = len(lines)
+        while good > 0 and not _is_log(lines[good - 1]):
+            good -= 1
+        bad = next((i for i, line in enumerate(lines[:good]) if not _is_log(line)), None)
+        if bad is not None:
+            raise StorageError(f"journal {path}: line {bad + 1} is not a valid record, and valid records follow it; "
+                               "the file is damaged in the middle and was left untouched (restore it from a backup).")
+        if good == len(lines) and not tail:
+            return False
+        keep = sum(len(line) + 1 for line in lines[:good])
+        backup = path.with_name(f"{path.name}.torn-{datetime.now():%Y%m%d-%H%M%S-%f}.bak")
+        shutil.copy2(path, backup)
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    logger.warning("journal %s ended in a torn record (%d bytes, a crash mid-write): removed it, a copy of the file "
+                   "is in %s", path, len(data) - keep, backup.name)
+    return True
+
+
+# -- trial heartbeats ------------------------------------------------------------------------------------
+
+class JournalHeartbeat:
+    """Refreshes a RUNNING trial's heartbeat (:data:`HEARTBEAT_ATTR`, Unix time) from a thread every
+    ``HEARTBEAT_SECONDS``, for storages without Optuna's own heartbeat (the journal file).
+
+    A trial whose heartbeat is older than ``GRACE_SECONDS`` belongs to a worker that is gone, whoever holds its
+    process id now (see ``search.workers.fail_stale_trials``).
+    """
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nas-meta-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001  the trial was finished (e.g. failed as stale): nothing left to keep alive
+                return
+
+    def __enter__(self) -> JournalHeartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def trial_heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
+    """Optuna's heartbeat thread on RDB storages, :class:`JournalHeartbeat` elsewhere."""
+    if is_heartbeat_enabled(storage):
+        with get_heartbeat_thread(trial_id, storage):
+            yield
+    else:
+        with JournalHeartbeat(storage, trial_id):
+            yield
+
+
+def last_heartbeat(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A journal trial's last heartbeat (Unix time), else its start time; None if it has neither."""
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    if isinstance(beat, (int, float)):
+        return float(beat)
+    return trial.datetime_start.timestamp() if trial.datetime_start is not None else None
 
 
 def study_names(handle: StorageHandle) -> list[str]:
@@ -160,6 +351,7 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         target = Path(self._get_filepath(artifact_id))
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.chmod(tmp, public_mode())
         try:
             with os.fdopen(fd, "wb") as f:
                 shutil.copyfileobj(content_body, f)
@@ -173,3 +365,27 @@ def artifact_store(folder: str | Path) -> AtomicFileSystemArtifactStore:
     """The artifact store in ``folder`` (created if needed) where a study keeps its trials' learners."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     return AtomicFileSystemArtifactStore(str(folder))
+
+
+def default_artifacts_dir(handle: StorageHandle, study_name: str) -> Path:
+    """Where a study keeps its artifacts unless told: ``<journal stem>-artifacts`` beside a journal file,
+    else ``runs/<study>-artifacts``."""
+    if handle.journal_path is not None:
+        return handle.journal_path.with_name(f"{handle.journal_path.stem}-artifacts")
+    return Path("runs") / f"{study_name}-artifacts"
+
+
+def record_artifacts_dir(handle: StorageHandle, folder: Path) -> str:
+    """How a study records its artifact folder: relative to the journal file's folder (so a study moved or
+    copied with its artifacts still finds them), absolute for a database."""
+    if handle.journal_path is not None:
+        return os.path.relpath(folder.resolve(), handle.journal_path.resolve().parent)
+    return str(folder.resolve())
+
+
+def recorded_artifacts_dir(handle: StorageHandle, recorded: str) -> Path:
+    """The folder :func:`record_artifacts_dir` recorded, as a path from here."""
+    path = Path(recorded)
+    if not path.is_absolute() and handle.journal_path is not None:
+        return handle.journal_path.parent / path
+    return path

@@ -16,11 +16,19 @@ from typing import Any, Final
 import optuna
 import yaml
 from optuna.artifacts import download_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import TrainConfig, train_config_from_dict
-from .errors import ConfigError
-from .storage import artifact_store, open_storage, study_names
+from .config import TrainConfig, clip, train_config_from_dict
+from .errors import CheckpointError, ConfigError
+from .storage import (
+    StorageHandle,
+    artifact_store,
+    default_artifacts_dir,
+    open_storage,
+    recorded_artifacts_dir,
+    study_names,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -59,18 +67,38 @@ class StudyAttr:
     ARTIFACTS_DIR: Final = "artifacts_dir"
 
 
-def existing_study(storage: str, study_name: str) -> optuna.Study:
+def existing_study(storage: str | StorageHandle, study_name: str) -> optuna.Study:
     """Load a study that must exist; an unknown name lists the studies the storage holds.
 
     Raises:
         ConfigError: no such study (the message lists the studies there).
         StorageError: the storage cannot be opened.
     """
-    handle = open_storage(storage)
+    handle = storage if isinstance(storage, StorageHandle) else open_storage(storage)
     names = study_names(handle)
     if study_name not in names:
         raise ConfigError(f"--study-name {study_name!r}: no such study in {handle.url}; studies there: {names}.")
     return optuna.load_study(study_name=study_name, storage=handle.storage)
+
+
+def artifacts_dir(handle: StorageHandle, study: optuna.Study, given: str | Path | None = None) -> Path:
+    """The study's artifact folder: ``given``, else the one it recorded (relative to its journal file, so a study
+    moved with its artifacts still finds them), else the default beside the storage.
+
+    Raises:
+        ConfigError: none of these exists (the message names what was tried).
+    """
+    if given is not None:
+        candidates = [Path(given)]
+    else:
+        recorded = study.user_attrs.get(StudyAttr.ARTIFACTS_DIR)
+        candidates = [recorded_artifacts_dir(handle, str(recorded))] if recorded else []
+        candidates.append(default_artifacts_dir(handle, study.study_name))
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise ConfigError(f"study {study.study_name!r}: its artifact folder is not at {[str(c) for c in candidates]}; "
+                      "pass artifacts=FOLDER (the folder that holds the study's learners).")
 
 
 def trial_config(study: optuna.Study, trial: FrozenTrial) -> TrainConfig:
@@ -118,23 +146,32 @@ def fetch_trial_learner(storage: str, study_name: str, trial: int | None = None,
 
     Raises:
         ConfigError: unknown study, no finished trial, or a trial without saved weights.
+        CheckpointError: the saved learner is missing from the artifact folder or damaged.
     """
-    study = existing_study(storage, study_name)
+    handle = open_storage(storage)
+    study = existing_study(handle, study_name)
     frozen = pick_trial(study, trial)
     artifact_id = frozen.user_attrs.get(TrialAttr.ARTIFACT_ID)
     if artifact_id is None:
         raise ConfigError(f"trial {frozen.number} of {study_name!r} ({frozen.state.name}) has no saved learner; "
                           "only completed trials keep their weights.")
-    base = Path(artifacts or study.user_attrs.get(StudyAttr.ARTIFACTS_DIR) or Path("runs") / f"{study_name}-artifacts")
+    base = artifacts_dir(handle, study, artifacts)
     target = base / "learners" / f"trial-{frozen.number}"
     if not (target / "weights.safetensors").exists():
         with tempfile.TemporaryDirectory(dir=base) as tmp:
             archive = Path(tmp) / "learner.zip"
-            download_artifact(artifact_store=artifact_store(base), file_path=str(archive),
-                              artifact_id=str(artifact_id))
-            unpacked = Path(tmp) / "learner"
-            with zipfile.ZipFile(archive) as z:
-                z.extractall(unpacked)
+            try:
+                download_artifact(artifact_store=artifact_store(base), file_path=str(archive),
+                                  artifact_id=str(artifact_id))
+                unpacked = Path(tmp) / "learner"
+                with zipfile.ZipFile(archive) as z:
+                    z.extractall(unpacked)
+            except ArtifactNotFound:
+                raise CheckpointError(f"trial {frozen.number} of {study_name!r}: its learner {artifact_id} is missing "
+                                      f"from the artifact folder {base}.") from None
+            except (zipfile.BadZipFile, OSError, EOFError) as err:
+                raise CheckpointError(f"trial {frozen.number} of {study_name!r}: its saved learner in {base} is "
+                                      f"damaged ({clip(str(err), 100)}).") from None
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(unpacked, target)
     return target
@@ -185,3 +222,14 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
                                                            "dev_accuracy": t.user_attrs.get(TrialAttr.DEV_ACCURACY)}
                         for t in trials if TrialAttr.BASELINE in t.user_attrs and t.state in FINISHED}
     return out
+
+
+def study_overview(handle: StorageHandle) -> list[dict[str, Any]]:
+    """One row per study in a storage: name, trials, best dev loss (single objective), when it started."""
+    rows = []
+    for summary in sorted(optuna.get_all_study_summaries(handle.storage, include_best_trial=True),
+                          key=lambda s: s.study_name):
+        best = summary.best_trial.values[0] if summary.best_trial is not None and summary.best_trial.values else None
+        rows.append({"study": summary.study_name, "trials": summary.n_trials, "best_dev_loss": best,
+                     "started": summary.datetime_start.isoformat(timespec="seconds") if summary.datetime_start else None})
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from safetensors.torch import load_file, save_file
 
 from nas_meta.api import load_learner
 from nas_meta.checkpoint import load_checkpoint, save_learner
@@ -81,8 +84,37 @@ def test_a_folder_not_written_by_nas_meta_is_refused(tmp_path: Path) -> None:
         load_learner(folder)
 
 
+def test_an_edited_config_is_refused(tmp_path: Path) -> None:
+    folder = saved(tmp_path)
+    (folder / "config.yaml").write_text((folder / "config.yaml").read_text().replace("relu", "tanh"))
+    with pytest.raises(CheckpointError, match="config.yaml: does not match the SHA-256 recorded in metrics.json; the "
+                                              "config was edited after training"):
+        load_learner(folder)
+
+
 def test_weights_of_another_network_are_refused(tmp_path: Path) -> None:
     folder = saved(tmp_path)
-    (folder / "config.yaml").write_text((folder / "config.yaml").read_text().replace("channels: 4", "channels: 8"))
+    text = (folder / "config.yaml").read_text().replace("channels: 4", "channels: 8")
+    (folder / "config.yaml").write_text(text)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()  # a forger who also rewrote the record
+    (folder / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(CheckpointError, match="the weights do not fit the network in config.yaml"):
+        load_learner(folder)
+
+
+@pytest.mark.parametrize("dtype, message", [(torch.int64, "is torch.int64, but nas-meta learners hold float32"),
+                                            (torch.float64, "is torch.float64, but nas-meta learners hold float32"),
+                                            (None, "holds NaN or infinite values")])
+def test_weights_of_the_wrong_dtype_or_not_finite_are_refused(tmp_path: Path, dtype: torch.dtype | None,
+                                                              message: str) -> None:
+    folder = saved(tmp_path)
+    state = load_file(folder / "weights.safetensors")
+    name = sorted(state)[0]
+    state[name] = state[name].to(dtype) if dtype is not None else state[name].fill_(float("nan"))
+    save_file(state, folder / "weights.safetensors", metadata={"format": "nas-meta-learner/2"})
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["weights_sha256"] = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(CheckpointError, match=f"tensor '{name}' {message}"):
         load_learner(folder)

@@ -19,18 +19,23 @@ from ..config import (
     StudySpec,
     TrainConfig,
     baseline_path,
+    check_study_name,
     load_config,
     load_search_space,
     load_train_config,
     resolve_relative,
 )
 from ..errors import ConfigError
+from ..resources import study_file
 from ..storage import (
     AtomicFileSystemArtifactStore,
     StorageHandle,
     artifact_store,
+    default_artifacts_dir,
     default_storage_url,
     open_storage,
+    record_artifacts_dir,
+    redact,
     study_lock,
 )
 from ..studies import StudyAttr, TrialAttr
@@ -139,6 +144,7 @@ class SearchSetup:
     storage: StorageHandle
     study_name: str
     artifacts_dir: Path
+    baselines: tuple[str, ...] = ()
 
     def artifact_store(self) -> AtomicFileSystemArtifactStore:
         return artifact_store(self.artifacts_dir)
@@ -155,35 +161,51 @@ def prepare(study_path: str | Path, *, storage: str | None = None, study_name: s
         ConfigError: the study file, its search space or a baseline is invalid.
         StorageError: the storage cannot be opened.
     """
-    study_path = Path(study_path)
+    study_path = study_file(study_path)
     spec = load_config(StudySpec, study_path)
     space = load_search_space(resolve_relative(study_path, spec.search_space))
-    name = study_name or spec.name
-    for baseline in spec.baselines:
+    name = check_study_name(study_name) if study_name is not None else spec.name
+    baselines = study_baselines(spec, study_path)
+    for baseline in baselines:
         try:
             baseline_params(space, baseline_config(baseline, spec, study_path))
         except ConfigError as err:
             raise ConfigError(f"{study_path}: {err}") from None
     handle = open_storage(storage or spec.storage or default_storage_url(name))
-    if artifacts is not None:
-        artifacts_dir = Path(artifacts)
-    elif handle.journal_path is not None:
-        artifacts_dir = handle.journal_path.with_name(f"{handle.journal_path.stem}-artifacts")
-    else:
-        artifacts_dir = Path("runs") / f"{name}-artifacts"
-    return SearchSetup(spec, space, study_path, handle, name, artifacts_dir)
+    artifacts_dir = Path(artifacts) if artifacts is not None else default_artifacts_dir(handle, name)
+    return SearchSetup(spec, space, study_path, handle, name, artifacts_dir, baselines)
+
+
+DEFAULT_BASELINES = ("maml", "reptile")
+
+
+def study_baselines(spec: StudySpec, study_path: Path) -> tuple[str, ...]:
+    """The study's baselines: those it names, else MAML and Reptile where a config exists for its ways and shots."""
+    if spec.baselines is not None:
+        return spec.baselines
+    stem = f"{spec.task.ways}w{spec.task.shots}s.yaml"
+    folders = (study_path.parent / "baselines", SHIPPED_BASELINES)
+    return tuple(b for b in DEFAULT_BASELINES if any((f / f"{b}-{stem}").is_file() for f in folders))
+
+
+def study_file_text(setup: SearchSetup) -> str:
+    """The study file as recorded on the study: its ``storage:`` URL, if any, without its secrets."""
+    text = setup.study_path.read_text()
+    if setup.spec.storage and redact(setup.spec.storage) != setup.spec.storage:
+        text = text.replace(setup.spec.storage, redact(setup.spec.storage))
+    return text
 
 
 def study_file_record(setup: SearchSetup) -> dict[str, str]:
     """What is recorded on the study: protocol, study file, search space and package version."""
     return {
         StudyAttr.PROTOCOL: setup.spec.data.protocol,
-        StudyAttr.STUDY_FILE: setup.study_path.read_text(),
+        StudyAttr.STUDY_FILE: study_file_text(setup),
         StudyAttr.STUDY_FILE_NAME: str(setup.study_path),
         StudyAttr.SEARCH_SPACE: resolve_relative(setup.study_path, setup.spec.search_space).read_text(),
         StudyAttr.VERSION: __version__,
         StudyAttr.OBJECTIVES: ",".join(setup.spec.objectives),
-        StudyAttr.ARTIFACTS_DIR: str(setup.artifacts_dir.resolve()),
+        StudyAttr.ARTIFACTS_DIR: record_artifacts_dir(setup.storage, setup.artifacts_dir),
     }
 
 
@@ -201,9 +223,14 @@ def open_study(setup: SearchSetup, *, force: bool = False) -> optuna.Study:
 
 def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
     spec = setup.spec
-    directions = [optuna.study.StudyDirection.MINIMIZE] * len(spec.objectives)
-    study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=make_sampler(spec),
-                                pruner=make_pruner(spec), directions=directions, load_if_exists=True)
+    sampler, pruner = make_sampler(spec), make_pruner(spec)
+    try:  # load first: create_study(load_if_exists=True) would append a create record to a journal every time
+        study = optuna.load_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=sampler,
+                                  pruner=pruner)
+    except KeyError:
+        directions = [optuna.study.StudyDirection.MINIMIZE] * len(spec.objectives)
+        study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=sampler,
+                                    pruner=pruner, directions=directions, load_if_exists=True)  # a lockless race
     record = study_file_record(setup)
     stored = study.user_attrs.get(StudyAttr.STUDY_FILE)
     if stored is None:
@@ -211,7 +238,7 @@ def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
             study.set_user_attr(key, value)
         study.set_metric_names([o.replace("_", " ") for o in spec.objectives])  # names in the dashboard
         if not study.trials:
-            for name in spec.baselines:
+            for name in setup.baselines:
                 config = baseline_config(name, spec, setup.study_path)
                 study.enqueue_trial(baseline_params(setup.space, config), user_attrs={TrialAttr.BASELINE: name},
                                     skip_if_exists=True)

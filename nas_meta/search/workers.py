@@ -9,7 +9,9 @@ interrupted trial before it leaves.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,12 +22,13 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import ConfigError, NasMetaError, StudyFinished
-from ..runtime import resolve_device
-from ..storage import HEARTBEAT_SECONDS
+from ..data import resolve_data_dir
+from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
+from ..runtime import die_with_parent, resolve_device, signals_deferred
+from ..storage import GRACE_SECONDS, HEARTBEAT_SECONDS, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
 from ..training import load_workspace
 from .objective import make_objective
@@ -40,15 +43,16 @@ CANDIDATE_FAILURES: tuple[type[BaseException], ...] = (NasMetaError, torch.OutOf
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], Any],
               callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> FrozenTrial:
-    """Run ``objective`` on an asked trial and tell the result, as ``Study.optimize`` does (heartbeat included).
+    """Run ``objective`` on an asked trial and tell the result, as ``Study.optimize`` does, with a heartbeat
+    (Optuna's on RDB storages, nas-meta's on the journal file).
 
     A pruned trial ends PRUNED; a candidate failure (:data:`CANDIDATE_FAILURES`) ends FAIL with its reason.
-    Any other exception fails the trial with the real error as its reason and propagates; Ctrl-C closes the
-    trial as FAIL, queues its parameters again and propagates.
+    Any other exception fails the trial with the real error as its reason and propagates; Ctrl-C or SIGTERM
+    closes the trial as FAIL, queues its parameters again and propagates.
     """
     state, values = TrialState.FAIL, None
     try:
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        with trial_heartbeat(study._storage, trial._trial_id):
             result = objective(trial)
         values, state = result, TrialState.COMPLETE
     except optuna.TrialPruned:
@@ -58,19 +62,34 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
             trial.set_user_attr(TrialAttr.REASON, _error_text(err))
         logger.warning("trial %d failed: %s", trial.number, err)
     except Exception as err:  # a bug: record it where the study shows it, then let it surface
-        trial.set_user_attr(TrialAttr.STATUS, "failed")
-        trial.set_user_attr(TrialAttr.REASON, _error_text(err))
-        study.tell(trial, state=TrialState.FAIL)
+        with signals_deferred():
+            trial.set_user_attr(TrialAttr.STATUS, "failed")
+            trial.set_user_attr(TrialAttr.REASON, _error_text(err))
+            _tell(study, trial, None, TrialState.FAIL)
         raise
-    except BaseException:  # Ctrl-C: close the trial and queue it again, so the storage stays consistent
-        trial.set_user_attr(TrialAttr.REASON, "interrupted (Ctrl-C); queued again")
-        study.tell(trial, state=TrialState.FAIL)
-        requeue(study, trial)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: close the trial and queue it again, then leave
+        with signals_deferred():
+            signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+            trial.set_user_attr(TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
+            if _tell(study, trial, None, TrialState.FAIL) is not None:
+                requeue(study, trial)
         raise
-    frozen = study.tell(trial, values=values if state == TrialState.COMPLETE else None, state=state)
+    frozen = _tell(study, trial, values if state == TrialState.COMPLETE else None, state)
+    if frozen is None:
+        return study._storage.get_trial(trial._trial_id)
     for callback in callbacks:
         callback(study, frozen)
     return frozen
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialState) -> FrozenTrial | None:
+    """``study.tell``; None when the trial was closed meanwhile by another worker (failed as stale)."""
+    try:
+        return study.tell(trial, values=values, state=state)
+    except UpdateFinishedTrialError:
+        logger.warning("trial %d was closed by another worker while it ran (its heartbeat was late); its result "
+                       "is dropped and its re-run counts", trial.number)
+        return None
 
 
 def _error_text(err: BaseException) -> str:
@@ -94,25 +113,56 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def stale_reason(trial: FrozenTrial, now: float, host: str) -> str | None:
+    """Why a RUNNING journal trial's worker is gone, or None while it may be alive.
+
+    Gone: its process on this host has exited, or its heartbeat is older than ``GRACE_SECONDS`` whoever holds its
+    process id now (PID reuse, containers with a fixed hostname) or wherever it ran (a journal copied from
+    another machine).
+    """
+    worker = str(trial.user_attrs.get(TrialAttr.WORKER, ""))
+    worker_host, _, pid = worker.rpartition(":")
+    if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+        return f"worker {worker} died (found at restart)"
+    beat = last_heartbeat(trial)
+    if beat is not None and now - beat > GRACE_SECONDS:
+        return f"worker {worker or '?'} sent no heartbeat for {now - beat:.0f} s (grace {GRACE_SECONDS} s)"
+    return None
+
+
 def fail_stale_trials(study: optuna.Study, setup: SearchSetup) -> list[int]:
-    """Journal storages have no heartbeat: mark RUNNING trials whose worker process on this host is gone
-    as FAIL and re-enqueue their parameters. Returns the failed trial numbers."""
+    """Journal storages have no heartbeat of Optuna's: mark RUNNING trials whose worker is gone
+    (:func:`stale_reason`) as FAIL and queue their parameters again. Returns the failed trial numbers."""
     if setup.storage.has_heartbeat:
         return []
-    host = socket.gethostname()
+    host, now = socket.gethostname(), time.time()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(trial.user_attrs.get(TrialAttr.WORKER, ""))
-        worker_host, _, pid = worker.rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        reason = stale_reason(trial, now, host)
+        if reason is None:
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.REASON, f"worker {worker} died (found at restart)")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.REASON, reason)
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # its worker finished it just now
+            continue
         requeue(study, trial)
         failed.append(trial.number)
     if failed:
-        logger.warning("marked trials %s of dead workers as failed and queued them again", failed)
+        logger.warning("marked trials %s of gone workers as failed and queued them again", failed)
     return failed
+
+
+def _waiting_line(study: optuna.Study, n_trials: int) -> str:
+    """What a worker waits for once the study is full: the running trials, their workers and heartbeats."""
+    now = time.time()
+    parts = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = last_heartbeat(t)
+        age = "no heartbeat" if beat is None else f"last heartbeat {now - beat:.0f} s ago"
+        parts.append(f"trial {t.number} on {t.user_attrs.get(TrialAttr.WORKER, '?')} ({age})")
+    return (f"the study holds its {n_trials} trials; waiting for the running ones to finish, or to be failed and "
+            f"re-run once their heartbeat is {GRACE_SECONDS} s late: " + "; ".join(parts))
 
 
 def run_worker(
@@ -137,6 +187,7 @@ def run_worker(
     objective = make_objective(spec, setup.space, workspace, study_name=setup.study_name, device=device,
                                artifacts=setup.artifact_store())
     deadline = None if timeout is None else time.monotonic() + timeout
+    said_at = -math.inf
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         logger.info(trial_line(trial))
@@ -153,6 +204,9 @@ def run_worker(
             # trial has finished or been failed (and re-queued) by its heartbeat, so none is lost.
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 break
+            if time.monotonic() - said_at >= 30:
+                logger.info(_waiting_line(study, n_trials))
+                said_at = time.monotonic()
             time.sleep(min(HEARTBEAT_SECONDS, 5))
             continue
         run_trial(study, trial, objective, [report])
@@ -193,8 +247,14 @@ def search(
     """
     if workers < 1:
         raise ConfigError(f"--workers {workers} is not allowed: expected an integer >= 1.")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout {timeout} is not allowed: expected a number of seconds > 0.")
+    for dev in worker_devices(device, workers):
+        resolve_device(dev)  # everything that can be checked is checked before the storage is opened
+    resolve_data_dir(data)
     setup = prepare(study_path, storage=storage, study_name=study_name)
     total = n_trials if n_trials is not None else setup.spec.n_trials
+    timeout = timeout if timeout is not None else setup.spec.timeout
     study = open_study(setup, force=force)
     if counted_trials(study) >= total:
         raise StudyFinished(
@@ -210,11 +270,17 @@ def search(
 
 def _run_worker_processes(setup: SearchSetup, total: int, timeout: float | None, workers: int, device: str,
                           data: str | Path | None, force: bool) -> None:
+    """Start ``workers`` worker processes on the study and wait for them.
+
+    The storage URL reaches them through their environment (``NAS_META_STORAGE``), never their command line,
+    which any local user can read. Ctrl-C or SIGTERM here stops every worker the same way (each closes and
+    re-queues its running trial); a worker whose parent dies, even by SIGKILL, receives SIGTERM.
+    """
     url = setup.storage.storage.url if setup.storage.kind == "rdb" else f"journal:{setup.storage.journal_path}"
     threads = max(1, (os.cpu_count() or 1) // workers)
     procs = []
     for i, dev in enumerate(worker_devices(device, workers)):
-        cmd = [sys.executable, "-m", "nas_meta.cli", "-q", "search", str(setup.study_path), "--storage", url,
+        cmd = [sys.executable, "-m", "nas_meta.cli", "-q", "search", str(setup.study_path),
                "--study-name", setup.study_name, "--n-trials", str(total), "--device", dev, "--workers", "1",
                "--worker-of-pool"]
         if timeout is not None:
@@ -223,8 +289,29 @@ def _run_worker_processes(setup: SearchSetup, total: int, timeout: float | None,
             cmd += ["--data", str(data)]
         if force:
             cmd.append("--force")
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NAS_META_WORKER": str(i)}
-        procs.append(subprocess.Popen(cmd, env=env))
-    failed = [p.args for p in procs if p.wait() != 0]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NAS_META_WORKER": str(i), "NAS_META_STORAGE": url}
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))  # noqa: PLW1509
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt as err:
+        stop_workers(procs, signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+        raise
+    failed = [code for code in codes if code != 0]
     if failed:
         raise NasMetaError(f"{len(failed)} of {workers} worker processes exited with an error (see their messages above).")
+
+
+def stop_workers(procs: Sequence[subprocess.Popen[bytes]], signum: int, grace: float = 60.0) -> None:
+    """Send ``signum`` to the workers still running and wait for them to close their trials; after ``grace``
+    seconds, kill those left (their trials are then failed and re-run as stale)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    deadline = time.monotonic() + grace
+    with signals_deferred():
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
