@@ -1,4 +1,4 @@
-"""Export of a real tiny study and comparison with the baselines (slow)."""
+"""Study exports: a study in every trial state built without training (fast), a real tiny study (slow)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,49 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
 
-from nas_meta.config import load_train_config
+from nas_meta.config import apply_overrides, dump_yaml, load_study_spec, load_train_config
 from nas_meta.errors import ConfigError
 from nas_meta.export import export_study
 from nas_meta.search import search
+from nas_meta.storage import open_storage
 from nas_meta.studies import summarize
+from tests.conftest import REPO
 from tests.helpers_study import make_study
 
-pytestmark = pytest.mark.slow
+
+def test_export_of_a_running_study_with_failed_and_pruned_trials(tmp_path: Path) -> None:
+    storage = f"journal:{tmp_path / 's.journal'}"
+    study = optuna.create_study(study_name="mixed", storage=open_storage(storage).storage)
+    study.set_user_attr("study_file", (REPO / "studies" / "smoke.yaml").read_text())
+    study.set_user_attr("search_space", (REPO / "search_spaces" / "lr-init.yaml").read_text())
+    study.set_user_attr("protocol", "maml")
+    dists = {"learner.strategy": CategoricalDistribution(["maml", "fomaml", "reptile", "metasgd", "pretrain", "random"]),
+             "learner.inner_lr": FloatDistribution(0.01, 1.0, log=True)}
+    base = load_study_spec(REPO / "studies" / "smoke.yaml").base_config()
+    rows = [(TrialState.COMPLETE, 0.9, "maml", 0.3), (TrialState.COMPLETE, 0.5, "fomaml", 0.2),
+            (TrialState.PRUNED, None, "maml", 0.9), (TrialState.FAIL, None, "fomaml", 0.7)]
+    for state, value, strategy, lr in rows:
+        study.add_trial(create_trial(state=state, value=value, params={"learner.strategy": strategy,
+                                     "learner.inner_lr": lr}, distributions=dists,
+                                     user_attrs={"strategy": strategy, "dev_accuracy": 0.8 if value else None,
+                                                 "reason": "" if value else "stopped", "config": dump_yaml(
+                                                     apply_overrides(base, {"learner.strategy": strategy,
+                                                                            "learner.inner_lr": lr}).to_dict())}))
+    study.ask({"learner.strategy": dists["learner.strategy"]})  # a trial still RUNNING
+    result = export_study("mixed", storage, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert list(table["state"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "RUNNING"]
+    assert result["best_trials"] == [1]
+    best = load_train_config(tmp_path / "out" / "best.yaml")
+    assert best.learner.strategy == "fomaml" and best.learner.inner_lr == 0.2 and best.budget.iterations == 25
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "trial 1 (fomaml): dev_loss 0.5000" in summary and "RUNNING: 1" in summary
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +60,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, omniglot: Path) -> str:
     return storage
 
 
+@pytest.mark.slow
 def test_export_writes_every_file(study: str, tmp_path: Path) -> None:
     result = export_study("tiny", study, tmp_path / "out")
     out = tmp_path / "out"
@@ -47,6 +80,7 @@ def test_export_writes_every_file(study: str, tmp_path: Path) -> None:
     assert result["best_trials"] == [int(table.loc[table["dev_loss"].idxmin(), "number"])]
 
 
+@pytest.mark.slow
 def test_best_yaml_trains_unchanged(study: str, tmp_path: Path, omniglot: Path) -> None:
     export_study("tiny", study, tmp_path / "out")
     done = subprocess.run([sys.executable, "-m", "nas_meta.cli", "train", str(tmp_path / "out" / "best.yaml"), "--out",
@@ -55,6 +89,7 @@ def test_best_yaml_trains_unchanged(study: str, tmp_path: Path, omniglot: Path) 
     assert json.loads(done.stdout)["iterations"] == 8
 
 
+@pytest.mark.slow
 def test_unknown_study_lists_the_existing_ones(study: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         export_study("tiyn", study, tmp_path / "o")
@@ -62,28 +97,7 @@ def test_unknown_study_lists_the_existing_ones(study: str, tmp_path: Path) -> No
     assert not (tmp_path / "o").exists()
 
 
-def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
-    config = tmp_path / "cand.yaml"
-    config.write_text("name: cand\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {channels: 16}\n"
-                      "learner: {strategy: fomaml, meta_batch: 4, test_steps: 3}\nbudget: {iterations: 3}\n"
-                      "evaluation: {dev_episodes: 5, every: 100}\n")
-    done = subprocess.run([sys.executable, "-m", "nas_meta.cli", "compare", str(config), "--seeds", "2", "--episodes",
-                           "30", "--out", str(tmp_path / "cmp"), "--data", str(omniglot)],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
-    assert list(table["strategy"]) == ["fomaml", "maml", "reptile"]
-    assert (table["iterations"] == 3).all()
-    runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
-    assert len(runs) == 6 and set(runs["seed"]) == {0, 1}
-    assert {"diff_vs_maml", "diff_vs_maml_ci95", "diff_vs_reptile"} <= set(table.columns)
-    # the paired difference is the difference of the means over the same episodes
-    assert table.loc[0, "diff_vs_maml"] == pytest.approx(table.loc[0, "test_accuracy"] - table.loc[1, "test_accuracy"])
-    md = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "same budget (3 meta-iterations)" in md and "paper settings" in md
-    assert (tmp_path / "cmp" / "comparison.html").stat().st_size > 100_000
-
-
+@pytest.mark.slow
 def test_multi_objective_study_exports_its_pareto_front(tmp_path: Path, omniglot: Path) -> None:
     study = make_study(tmp_path, name="pareto", n_trials=3)
     text = study.read_text().replace("pruner: {name: median, n_startup_trials: 1}", "pruner: {name: none}")

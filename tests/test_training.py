@@ -1,19 +1,31 @@
-"""The meta-training generator: budgets, dev scoring, divergence; evaluation statistics."""
+"""The meta-training generator: budgets, dev scoring, divergence; evaluation statistics; runs on real Omniglot (slow)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from nas_meta.config import BudgetConfig
+from nas_meta.config import ArchConfig, BudgetConfig, DataConfig, EvalConfig, LearnerConfig, TaskConfig, TrainConfig
 from nas_meta.data import ClassSet
 from nas_meta.episodes import EpisodeSampler
 from nas_meta.learners import get_learner
-from nas_meta.training import Z_95, DevScore, End, Step, evaluate, mean_ci95, meta_train
+from nas_meta.training import (
+    Z_95,
+    DevScore,
+    End,
+    Result,
+    Step,
+    evaluate,
+    load_workspace,
+    mean_ci95,
+    meta_train,
+    train_iter,
+)
 from tests.learners.helpers import tiny_config
 
 
@@ -102,3 +114,55 @@ def test_config_budget_iterations_zero_trains_nothing() -> None:
     config = dataclasses.replace(tiny_config("maml"))
     records = run(config, iterations=0)
     assert [type(r) for r in records] == [DevScore, End]
+
+
+def tiny_real_config(protocol: str, image_size: int = 28, head: str = "mean") -> TrainConfig:
+    """A few meta-iterations of a 2-block, 4-channel network on real Omniglot, scored on 4 dev episodes."""
+    return TrainConfig(data=DataConfig(protocol=protocol, image_size=image_size),  # type: ignore[arg-type]
+                       task=TaskConfig(ways=5, shots=1, query=2),
+                       architecture=ArchConfig(blocks=2, channels=4, head=head),  # type: ignore[arg-type]
+                       learner=LearnerConfig(strategy="fomaml", meta_batch=2, test_steps=2),
+                       budget=BudgetConfig(iterations=3), evaluation=EvalConfig(dev_episodes=4, every=2, batch=4))
+
+
+def check_records(records: list[object], protocol: str) -> Result:
+    assert [type(r) for r in records] == [Step, Step, DevScore, Step, DevScore, End, Result]
+    dev = [r for r in records if isinstance(r, DevScore)]
+    assert [(r.iteration, r.final) for r in dev] == [(2, False), (3, True)]
+    assert all(len(r.dev_losses) == 4 and np.isfinite(r.dev_losses).all() and 0 <= r.dev_accuracy <= 1 for r in dev)
+    end, result = records[-2], records[-1]
+    assert isinstance(end, End) and (end.status, end.iterations) == ("completed", 3)
+    assert isinstance(result, Result) and result.path is None
+    assert result.metrics.protocol == protocol and result.metrics.iterations == 3
+    assert result.metrics.dev_loss == dev[-1].dev_loss and len(result.metrics.dev_history) == 2
+    return result
+
+
+@pytest.mark.slow
+def test_train_iter_on_the_vinyals_protocol(omniglot: Path) -> None:
+    records = list(train_iter(tiny_real_config("vinyals"), data=omniglot, device="cpu"))
+    result = check_records(records, "vinyals")
+    assert result.metrics.label_space == 1028 * 4  # four rotations of each training character, as separate classes
+
+
+@pytest.mark.slow
+def test_train_iter_on_the_lake_protocol(omniglot: Path) -> None:
+    config = tiny_real_config("lake")
+    result = check_records(list(train_iter(config, data=omniglot, device="cpu")), "lake")
+    ws = load_workspace(config, omniglot, torch.device("cpu"))
+    train = ws.splits["train"]
+    assert result.metrics.label_space == len(train)  # no rotations: one class per character
+    assert len(np.unique(ws.dataset.alphabet_of[train.characters])) == 25
+    assert (train.characters < ws.dataset.background).all()
+
+
+@pytest.mark.slow
+def test_train_iter_at_another_image_size(omniglot: Path) -> None:
+    config = tiny_real_config("maml", image_size=20, head="flatten")  # the flattened head fixes the input size
+    result = check_records(list(train_iter(config, data=omniglot, device="cpu")), "maml")
+    assert result.metrics.label_space == 1100 * 4  # the maml protocol rotates each class at random
+    network = result.learner.network.eval()
+    with torch.no_grad():
+        assert network(torch.zeros(2, 1, 20, 20)).shape == (2, 5)
+        with pytest.raises(RuntimeError):
+            network(torch.zeros(2, 1, 28, 28))

@@ -1,0 +1,84 @@
+"""The Python API facade: load_learner's two sources, train_iter saving (or not) the learner it trained."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nas_meta
+from nas_meta.api import load_learner, train_iter
+from nas_meta.config import ArchConfig, BudgetConfig, EvalConfig, TaskConfig
+from nas_meta.data import ClassSet, Omniglot
+from nas_meta.errors import ConfigError
+from nas_meta.training import DevScore, End, Result, Step, Workspace
+from tests.learners.helpers import tiny_config
+from tests.test_studies import study_with_saved_learner
+
+CONFIG = dataclasses.replace(tiny_config("fomaml"), budget=BudgetConfig(iterations=2),
+                             evaluation=EvalConfig(dev_episodes=3, every=100, batch=3))
+
+
+def synthetic_workspace() -> Workspace:
+    """Twelve random 8x8 'characters' of 20 drawings: eight to train on, four to score."""
+    images = np.random.default_rng(0).integers(0, 256, (12, 20, 8, 8), dtype=np.uint8)
+    dataset = Omniglot(images, np.zeros(12, dtype=np.int64), ("a",), tuple(f"a/c{i}" for i in range(12)), 12)
+    splits = {"train": ClassSet(np.arange(8), np.zeros(8, dtype=np.int64), True),
+              "dev": ClassSet(np.arange(8, 12), np.zeros(4, dtype=np.int64), False)}
+    return Workspace(dataset, torch.from_numpy(images), splits)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"path": "runs/x", "study_name": "s"}])
+def test_load_learner_needs_exactly_one_source(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_learner(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == "load_learner needs either a folder path or study_name= (with storage=), not both."
+
+
+def test_load_learner_of_a_study_trial(tmp_path: Path) -> None:
+    url, study, artifacts, state = study_with_saved_learner(tmp_path)
+    study.set_user_attr("artifacts_dir", str(artifacts))
+    trained = load_learner(study_name="s", storage=url)  # the best trial
+    loaded = trained.learner.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    with pytest.raises(ConfigError, match="trial 0 of 's' \\(PRUNED\\) has no saved learner"):
+        load_learner(study_name="s", storage=url, trial=0)
+
+
+def test_train_iter_without_a_folder_saves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    records = list(train_iter(CONFIG, None, device="cpu", workspace=synthetic_workspace()))
+    assert [type(r) for r in records] == [Step, Step, DevScore, End, Result]
+    assert records[-1].path is None
+    assert os.listdir(tmp_path) == []
+
+
+def test_train_iter_with_a_folder_saves_a_loadable_learner(tmp_path: Path) -> None:
+    *_, result = train_iter(CONFIG, tmp_path / "learner", device="cpu", workspace=synthetic_workspace())
+    assert isinstance(result, Result) and result.path == tmp_path / "learner"
+    trained = load_learner(result.path)
+    assert trained.config == CONFIG and trained.metrics["iterations"] == 2 and trained.metrics["label_space"] == 32
+    trained_state, loaded = result.learner.state_dict(), trained.learner.state_dict()
+    assert all(torch.equal(loaded[k], trained_state[k]) for k in trained_state)
+
+
+@pytest.mark.slow
+def test_train_iter_on_omniglot_saves_only_when_given_a_folder(tmp_path: Path, omniglot: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config = dataclasses.replace(
+        CONFIG, data=dataclasses.replace(CONFIG.data, image_size=28), task=TaskConfig(ways=5, shots=1, query=2),
+        architecture=ArchConfig(blocks=2, channels=4))
+    monkeypatch.chdir(tmp_path)
+    *_, unsaved = nas_meta.train_iter(config, None, data=omniglot, device="cpu")
+    assert isinstance(unsaved, Result) and unsaved.path is None and os.listdir(tmp_path) == []
+    saved = nas_meta.train(config, tmp_path / "learner", data=omniglot, device="cpu")
+    assert saved.path == tmp_path / "learner" and os.listdir(tmp_path) == ["learner"]
+    trained = load_learner(saved.path)
+    assert trained.metrics["protocol"] == "maml" and trained.metrics["iterations"] == 2
+    assert all(torch.equal(trained.learner.state_dict()[k], v) for k, v in saved.learner.state_dict().items())
+    # the same config and seed: the unsaved run trained the same weights
+    assert all(torch.equal(unsaved.learner.state_dict()[k], v) for k, v in saved.learner.state_dict().items())

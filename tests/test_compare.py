@@ -1,0 +1,89 @@
+"""Candidate vs baselines on the same test episodes: the paired difference and its interval, the written table."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nas_meta.compare import compare, paired_difference
+from nas_meta.config import TrainConfig
+from nas_meta.errors import ConfigError
+
+
+def accuracies(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-episode accuracies of two methods that find the same episodes hard (positively correlated)."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.uniform(0.3, 0.95, n)
+    a = np.clip(difficulty + rng.normal(0.03, 0.02, n), 0, 1)
+    b = np.clip(difficulty + rng.normal(0.0, 0.02, n), 0, 1)
+    return a, b
+
+
+def test_paired_difference_is_the_mean_and_normal_ci_of_the_differences() -> None:
+    a, b = accuracies(600)
+    mean, half = paired_difference(a, b)
+    d = a - b
+    assert mean == pytest.approx(d.mean(), abs=1e-15)
+    assert half == pytest.approx(1.959963984540054 * d.std(ddof=1) / math.sqrt(600), rel=1e-12)
+    assert half > 0 and mean - half > 0  # the 0.03 advantage of a is resolved on 600 paired episodes
+
+
+def test_pairing_narrows_the_interval_of_correlated_methods() -> None:
+    a, b = accuracies(200, seed=1)
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+    _, paired = paired_difference(a, b)
+    z = 1.959963984540054
+    unpaired = z * math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    assert paired < unpaired / 4
+    _, shuffled = paired_difference(a, np.random.default_rng(2).permutation(b))  # pairs broken
+    assert shuffled > 4 * paired
+
+
+def test_paired_difference_of_identical_methods_is_zero() -> None:
+    a, _ = accuracies(50)
+    assert paired_difference(a, a) == (0.0, 0.0)
+    assert math.isnan(paired_difference(a[:1], a[:1] - 0.1)[1])  # one episode: no interval
+
+
+def test_compare_refuses_fewer_than_one_seed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        compare(TrainConfig(), tmp_path / "out", seeds=0)
+    assert str(info.value) == "--seeds 0 is not allowed: expected an integer >= 1."
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
+    config = tmp_path / "cand.yaml"
+    config.write_text("name: cand\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {channels: 16}\n"
+                      "learner: {strategy: fomaml, meta_batch: 4, test_steps: 3}\nbudget: {iterations: 3}\n"
+                      "evaluation: {dev_episodes: 5, every: 100}\n")
+    done = subprocess.run([sys.executable, "-m", "nas_meta.cli", "compare", str(config), "--seeds", "2", "--episodes",
+                           "30", "--out", str(tmp_path / "cmp"), "--data", str(omniglot)],
+                          check=False, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(table["strategy"]) == ["fomaml", "maml", "reptile"]
+    assert (table["iterations"] == 3).all()
+    runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
+    assert len(runs) == 6 and set(runs["seed"]) == {0, 1}
+    assert {"diff_vs_maml", "diff_vs_maml_ci95", "diff_vs_reptile", "diff_vs_reptile_ci95"} <= set(table.columns)
+    candidate = table.loc[0]
+    assert table.loc[1:, "diff_vs_maml"].isna().all()  # only the candidate's row holds differences
+    for base in ("maml", "reptile"):
+        diff, ci = candidate[f"diff_vs_{base}"], candidate[f"diff_vs_{base}_ci95"]
+        assert -1 <= diff <= 1
+        assert 0 < ci < 1  # 30 episodes and two seeds: a finite, non-degenerate interval
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "same budget (3 meta-iterations)" in md and "paper settings" in md
+    printed = (f"vs maml: {100 * candidate['diff_vs_maml']:+.2f} ± {100 * candidate['diff_vs_maml_ci95']:.2f} pts; "
+               f"vs reptile: {100 * candidate['diff_vs_reptile']:+.2f} ± "
+               f"{100 * candidate['diff_vs_reptile_ci95']:.2f} pts")
+    assert printed in md
+    assert (tmp_path / "cmp" / "comparison.html").stat().st_size > 100_000
