@@ -1,0 +1,141 @@
+"""nas_meta.search.space: walking a conditional space, suggesting a config, a baseline's parameters (fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+
+from nas_meta.config import (
+    ParamSpec,
+    SamplerSpec,
+    SearchSpace,
+    StudySpec,
+    TrainConfig,
+    load_search_space,
+    load_train_config,
+)
+from nas_meta.errors import ConfigError
+from nas_meta.search import baseline_params, make_sampler, suggest_config, walk
+from tests.conftest import REPO
+
+SPACE = load_search_space(REPO / "search_spaces" / "conv.yaml")
+BASE = StudySpec(name="t", search_space="conv.yaml")
+
+# A space whose conditions chain: meta_step hangs on inner_optimizer, which hangs on the strategy (bounds are
+# floats, as the YAML loader gives them).
+CHAINED = SearchSpace(name="chained", parameters=(
+    ParamSpec("learner.strategy", "categorical", choices=("maml", "reptile")),
+    ParamSpec("learner.inner_lr", "float", low=0.01, high=1.0, when={"learner.strategy": ["maml"]}),
+    ParamSpec("learner.inner_lr", "float", low=1e-4, high=0.5, label="learner.inner_lr.reptile",
+              when={"learner.strategy": ["reptile"]}),
+    ParamSpec("learner.inner_optimizer", "categorical", choices=("adam", "sgd"), when={"learner.strategy": ["reptile"]}),
+    ParamSpec("learner.meta_step", "float", low=0.1, high=1.0, when={"learner.inner_optimizer": ["adam"]}),
+    ParamSpec("learner.test_steps", "int", low=1.0, high=50.0),
+    ParamSpec("learner.train_steps", "int", low=1.0, high=10.0,
+              when={"learner.strategy": ["reptile"], "learner.inner_optimizer": ["sgd"]}),
+), fixed={"architecture.channels": 16})
+
+
+def objective(trial: optuna.Trial) -> float:
+    config = suggest_config(trial, SPACE, BASE.base_config())
+    lr = config.learner.inner_lr
+    return abs(config.architecture.blocks - 4) + abs(lr - 0.4)
+
+
+def scripted(choices: dict[str, object]):
+    """A ``pick`` for :func:`walk` that answers from ``choices`` (else a parameter's low/first value) and records
+    the keys it was asked for, in order."""
+    asked: list[str] = []
+
+    def pick(p: ParamSpec) -> object:
+        asked.append(p.key)
+        if p.key in choices:
+            return choices[p.key]
+        return (p.choices or ())[0] if p.type == "categorical" else p.low
+
+    return pick, asked
+
+
+@pytest.mark.parametrize(("choices", "visited"), [
+    ({"learner.strategy": "maml"}, ["learner.strategy", "learner.inner_lr", "learner.test_steps"]),
+    ({"learner.strategy": "reptile", "learner.inner_optimizer": "adam"},
+     ["learner.strategy", "learner.inner_lr.reptile", "learner.inner_optimizer", "learner.meta_step",
+      "learner.test_steps"]),
+    ({"learner.strategy": "reptile", "learner.inner_optimizer": "sgd"},
+     ["learner.strategy", "learner.inner_lr.reptile", "learner.inner_optimizer", "learner.test_steps",
+      "learner.train_steps"]),
+])
+def test_walk_visits_a_conditional_parameter_only_when_its_conditions_hold(choices: dict[str, object],
+                                                                          visited: list[str]) -> None:
+    pick, asked = scripted(choices)
+    values = walk(CHAINED, pick)
+    assert asked == visited  # in declaration order; meta_step is skipped when inner_optimizer is inactive (maml)
+    assert list(values) == visited
+    for key, value in choices.items():
+        assert values[key] == value
+
+
+def test_suggest_config_applies_labels_and_the_fixed_fields() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"learner.strategy": "reptile", "learner.inner_lr.reptile": 0.003,
+                         "learner.inner_optimizer": "adam", "learner.meta_step": 0.5, "learner.test_steps": 7})
+    config = suggest_config(study.ask(), CHAINED, TrainConfig())
+    assert config.learner.strategy == "reptile" and config.learner.inner_lr == 0.003  # the label sets its field
+    assert config.learner.inner_optimizer == "adam" and config.learner.meta_step == 0.5
+    assert config.learner.test_steps == 7 and config.learner.train_steps == TrainConfig().learner.train_steps
+    assert config.architecture.channels == 16  # fixed by the space
+
+
+def test_conditional_parameters_follow_the_strategy() -> None:
+    study = optuna.create_study(sampler=make_sampler(dataclasses.replace(BASE, sampler=SamplerSpec(name="random"))))
+    study.optimize(objective, n_trials=40)
+    for t in study.trials:
+        strategy = t.params["learner.strategy"]
+        assert ("learner.meta_step" in t.params) == (strategy == "reptile")
+        assert ("learner.inner_lr.reptile" in t.params) == (strategy == "reptile")
+        assert ("learner.outer_lr" in t.params) == (strategy in ("maml", "fomaml", "metasgd", "pretrain"))
+        assert ("learner.train_steps" in t.params) == (strategy in ("maml", "fomaml", "metasgd", "reptile"))
+
+
+def test_baseline_params_reproduce_the_baseline_config() -> None:
+    for name in ("maml", "reptile"):
+        config = load_train_config(REPO / "studies" / "baselines" / f"{name}-5w1s.yaml")
+        study = optuna.create_study()
+        study.enqueue_trial(baseline_params(SPACE, config))
+        trial = study.ask()
+        rebuilt = suggest_config(trial, SPACE, config)
+        assert rebuilt.learner == config.learner and rebuilt.architecture == config.architecture
+
+
+def test_baseline_params_hold_only_the_active_parameters() -> None:
+    config = dataclasses.replace(TrainConfig(name="r"), architecture=dataclasses.replace(TrainConfig().architecture,
+                                                                                          channels=16))
+    reptile = dataclasses.replace(config, learner=dataclasses.replace(config.learner, strategy="reptile",
+                                                                      inner_lr=0.001, inner_optimizer="sgd"))
+    assert baseline_params(CHAINED, reptile) == {
+        "learner.strategy": "reptile", "learner.inner_lr.reptile": 0.001, "learner.inner_optimizer": "sgd",
+        "learner.test_steps": reptile.learner.test_steps, "learner.train_steps": reptile.learner.train_steps,
+    }
+
+
+@pytest.mark.parametrize(("learner", "message"), [
+    ({"strategy": "maml", "inner_lr": 5.0}, "baseline 'b': learner.inner_lr=5.0 lies outside the search space's [0.01, 1]."),
+    ({"strategy": "reptile", "inner_lr": 0.9},
+     "baseline 'b': learner.inner_lr=0.9 lies outside the search space's [0.0001, 0.5]."),
+    ({"strategy": "maml", "test_steps": 60}, "baseline 'b': learner.test_steps=60 lies outside the search space's [1, 50]."),
+    ({"strategy": "metasgd"}, "baseline 'b': learner.strategy='metasgd' lies outside the search space's ['maml', 'reptile']."),
+])
+def test_baseline_params_refuse_a_value_outside_the_space(learner: dict[str, object], message: str) -> None:
+    config = TrainConfig(name="b")
+    config = dataclasses.replace(config, architecture=dataclasses.replace(config.architecture, channels=16),
+                                 learner=dataclasses.replace(config.learner, **learner))
+    with pytest.raises(ConfigError) as info:
+        baseline_params(CHAINED, config)
+    assert str(info.value) == message
+
+
+def test_baseline_params_refuse_a_value_the_space_fixes_otherwise() -> None:
+    with pytest.raises(ConfigError, match=r"baseline 'b': architecture\.channels=64 differs from the space's fixed 16\."):
+        baseline_params(CHAINED, TrainConfig(name="b"))

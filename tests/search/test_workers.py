@@ -1,0 +1,437 @@
+"""nas_meta.search.workers: ending/counting trials, stale trials, devices, the loop (fast; worker processes: slow)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+import nas_meta.search.workers as workers_module
+from nas_meta.errors import ConfigError, StorageError, Terminated, TrialDiverged
+from nas_meta.search import fail_stale_trials, prepare, run_trial, run_worker, search, worker_devices
+from nas_meta.storage import GRACE_SECONDS, HEARTBEAT_ATTR, open_storage
+from nas_meta.studies import counted_trials
+from tests.helpers_study import make_study, run, search_command, worker_env
+from tests.search.helpers import journal_setup, raising, synthetic_workspace, write_tiny_study
+
+slow = pytest.mark.slow
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"  # the PostgreSQL tests create and drop their own database there
+# Workers on a database keep their learners in runs/<study>-artifacts under their working directory: the tests
+# start them in tmp_path, not in the repository.
+
+
+# -- how run_trial ends a trial ------------------------------------------------------------------------
+
+def test_a_finished_trial_is_told_complete_and_a_pruned_one_pruned() -> None:
+    study = optuna.create_study()
+    seen: list[tuple[int, TrialState]] = []
+
+    def prune_the_second(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    for _ in range(2):
+        run_trial(study, study.ask(), prune_the_second, [lambda s, t: seen.append((t.number, t.state))])
+    assert seen == [(0, TrialState.COMPLETE), (1, TrialState.PRUNED)]
+    assert study.trials[0].value == study.trials[0].params["x"] and study.trials[1].value is None
+
+
+LONG = "y" * 400
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (RuntimeError("boom\nsecond line"), "RuntimeError: boom"),
+    (TrialDiverged("the loss became nan"), "TrialDiverged: the loss became nan"),
+    (ConfigError("ways=9 is more than the 5 classes"), "ConfigError: ways=9 is more than the 5 classes"),
+    (torch.OutOfMemoryError("CUDA out of memory\ndetails"), "OutOfMemoryError: CUDA out of memory"),
+    (RuntimeError(LONG), f"RuntimeError: {LONG[:300]}"),
+], ids=["runtime", "nas-meta", "config", "oom", "long"])
+def test_a_candidate_failure_fails_the_trial_with_its_reason_and_the_search_goes_on(error: BaseException,
+                                                                                   reason: str) -> None:
+    study = optuna.create_study()
+    seen: list[int] = []
+    frozen = run_trial(study, study.ask(), raising(error), [lambda s, t: seen.append(t.number)])
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["reason"] == reason
+    assert seen == [0]  # the callbacks saw it, as for any finished trial
+    assert len(study.trials) == 1  # nothing queued again: the candidate itself failed
+
+
+def test_a_reason_the_objective_recorded_is_kept() -> None:
+    def diverges(trial: optuna.Trial) -> float:
+        trial.set_user_attr("reason", "the meta-training loss became nan at iteration 3")
+        raise TrialDiverged("the meta-training loss became nan at iteration 3 (summary)")
+
+    study = optuna.create_study()
+    frozen = run_trial(study, study.ask(), diverges)
+    assert frozen.user_attrs["reason"] == "the meta-training loss became nan at iteration 3"
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (TypeError("unsupported operand type(s)"), "TypeError: unsupported operand type(s)"),
+    (KeyError("missing"), "KeyError: 'missing'"),
+])
+def test_a_bug_fails_the_trial_with_the_real_error_and_propagates(error: BaseException, reason: str) -> None:
+    study = optuna.create_study()
+    with pytest.raises(type(error)) as info:
+        run_trial(study, study.ask(), raising(error))
+    assert info.value is error
+    (trial,) = study.trials  # no retry queued: running a bug again gives the same bug
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["reason"] == reason and trial.user_attrs["status"] == "failed"
+
+
+@pytest.mark.parametrize(("error", "signal_name"), [(KeyboardInterrupt(), "Ctrl-C"), (Terminated(), "SIGTERM")])
+def test_an_interrupted_trial_is_closed_queued_again_and_the_interrupt_propagates(error: BaseException,
+                                                                                  signal_name: str) -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.25}, user_attrs={"baseline": "maml"})
+    with pytest.raises(type(error)):
+        run_trial(study, study.ask(), raising(error))
+    first, retry = study.trials
+    assert first.state == TrialState.FAIL and first.params == {"x": 0.25}
+    assert signal_name in first.user_attrs["reason"] and "queued again" in first.user_attrs["reason"]
+    assert retry.state == TrialState.WAITING and retry.user_attrs == {"retry_of": 0, "baseline": "maml"}
+    assert counted_trials(study) == 0  # the interrupted trial is not a result; its re-run will be
+    rerun = run_trial(study, study.ask(), lambda t: t.suggest_float("x", 0.0, 1.0))
+    assert rerun.number == 1 and rerun.params == {"x": 0.25} and rerun.value == 0.25  # the same parameters
+    assert counted_trials(study) == 1
+
+
+# -- which trials count towards n_trials ---------------------------------------------------------------
+
+def add(study: optuna.Study, state: TrialState, **attrs: Any) -> None:
+    if state == TrialState.RUNNING:
+        study.ask()
+    elif state == TrialState.WAITING:
+        study.enqueue_trial({}, **attrs)
+    else:
+        study.add_trial(create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None, **attrs))
+
+
+@pytest.mark.parametrize(("state", "counted"), [(TrialState.COMPLETE, 1), (TrialState.PRUNED, 1),
+                                                 (TrialState.RUNNING, 1), (TrialState.FAIL, 1),
+                                                 (TrialState.WAITING, 0)])
+def test_a_trial_counts_by_its_state(state: TrialState, counted: int) -> None:
+    study = optuna.create_study()
+    add(study, TrialState.COMPLETE)
+    add(study, state)
+    assert counted_trials(study) == 1 + counted
+
+
+def test_a_failed_trial_queued_again_counts_through_its_rerun_only() -> None:
+    study = optuna.create_study()
+    add(study, TrialState.FAIL)
+    add(study, TrialState.WAITING, user_attrs={"retry_of": 0})
+    assert counted_trials(study) == 0  # failed and re-queued; the re-run has not started
+    rerun = study.ask()
+    assert rerun.user_attrs == {"retry_of": 0} and counted_trials(study) == 1
+    study.tell(rerun, state=TrialState.FAIL)  # the re-run fails too, and nobody queues it again: it counts
+    assert counted_trials(study) == 1
+
+
+def test_a_failed_trial_retried_by_optunas_heartbeat_counts_through_its_retry_only() -> None:
+    study = optuna.create_study()
+    add(study, TrialState.FAIL)
+    add(study, TrialState.FAIL, system_attrs={"failed_trial": 0, "retry_history": [0]})
+    add(study, TrialState.COMPLETE, system_attrs={"failed_trial": 0, "retry_history": [0, 1]})
+    assert counted_trials(study) == 1
+
+
+# -- stale trials of dead workers on a journal file ----------------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_trial_of_a_dead_worker_on_this_host_is_failed_and_queued_again(tmp_path: Path) -> None:
+    setup = journal_setup(tmp_path)
+    study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
+    host, dead = socket.gethostname(), _dead_pid()
+    workers = {"dead": f"{host}:{dead}", "alive": f"{host}:{os.getpid()}", "elsewhere": f"another-{host}:{dead}",
+               "unknown": None}
+    numbers = {}
+    for kind, worker in workers.items():
+        trial = study.ask()
+        trial.suggest_float("learner.inner_lr", 0.1, 0.5)
+        if worker is not None:
+            trial.set_user_attr("worker", worker)
+        if kind == "dead":
+            trial.set_user_attr("baseline", "maml")
+        numbers[kind] = trial.number
+    assert counted_trials(study) == 4
+
+    assert fail_stale_trials(study, setup) == [numbers["dead"]]
+    trials = study.get_trials()
+    states = {kind: trials[number].state for kind, number in numbers.items()}
+    assert states == {"dead": TrialState.FAIL, "alive": TrialState.RUNNING, "elsewhere": TrialState.RUNNING,
+                      "unknown": TrialState.RUNNING}
+    assert trials[numbers["dead"]].user_attrs["reason"] == f"worker {host}:{dead} died (found at restart)"
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.user_attrs == {"retry_of": numbers["dead"], "baseline": "maml"}
+    assert retry.system_attrs["fixed_params"] == trials[numbers["dead"]].params
+    assert counted_trials(study) == 3  # the dead worker's trial counts through its re-run only
+    assert fail_stale_trials(study, setup) == []  # nothing left to fail
+
+
+def test_the_trial_of_a_worker_whose_heartbeat_stopped_is_failed_wherever_it_ran(tmp_path: Path) -> None:
+    setup = journal_setup(tmp_path)
+    study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
+    stopped, beating = study.ask(), study.ask()
+    for trial in (stopped, beating):
+        trial.set_user_attr("worker", f"another-{socket.gethostname()}:1")
+    study._storage.set_trial_system_attr(stopped._trial_id, HEARTBEAT_ATTR, time.time() - GRACE_SECONDS - 5)
+    study._storage.set_trial_system_attr(beating._trial_id, HEARTBEAT_ATTR, time.time())
+    assert fail_stale_trials(study, setup) == [stopped.number]
+    assert "sent no heartbeat" in study.trials[stopped.number].user_attrs["reason"]
+    assert study.trials[beating.number].state == TrialState.RUNNING
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_stale_trials_are_left_to_optunas_heartbeat_on_a_database(tmp_path: Path) -> None:
+    setup = journal_setup(tmp_path, url=f"sqlite:///{tmp_path / 'tiny.db'}")
+    study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
+    trial = study.ask()
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+    assert fail_stale_trials(study, setup) == []
+    assert study.trials[0].state == TrialState.RUNNING
+
+
+# -- devices -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("gpus", "device", "expected"), [
+    (2, "auto", ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]),
+    (3, "auto", ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]),
+    (2, "cuda:1", ["cuda:1"] * 5),
+    (2, "cpu", ["cpu"] * 5),
+    (0, "auto", ["auto"] * 5),  # no GPU: every worker resolves auto to the CPU itself
+    (0, "cpu", ["cpu"] * 5),
+])
+def test_worker_devices(monkeypatch: pytest.MonkeyPatch, gpus: int, device: str, expected: list[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert worker_devices(device, 5) == expected
+
+
+# -- the worker loop on synthetic data -----------------------------------------------------------------
+
+@pytest.fixture
+def synthetic_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers load a synthetic workspace instead of Omniglot."""
+    monkeypatch.setattr(workers_module, "load_workspace",
+                        lambda config, data, device: synthetic_workspace(config.data.image_size))
+
+
+@pytest.mark.usefixtures("synthetic_data")
+def test_a_worker_runs_the_study_up_to_n_trials(tmp_path: Path) -> None:
+    setup = prepare(write_tiny_study(tmp_path), storage=f"journal:{tmp_path / 'tiny.journal'}")
+    study = run_worker(setup, n_trials=2, device="cpu")
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert all("artifact_id" in t.user_attrs for t in study.get_trials())  # learners kept beside the journal
+    run_worker(setup, n_trials=2, device="cpu")  # full: runs nothing
+    assert len(study.get_trials()) == 2
+    run_worker(setup, n_trials=3, device="cpu")  # a larger total: runs the one missing
+    assert [t.number for t in study.get_trials()] == [0, 1, 2] and counted_trials(study) == 3
+
+
+@pytest.mark.usefixtures("synthetic_data")
+def test_a_worker_reruns_the_trial_of_a_dead_one_and_ends_with_n_results(tmp_path: Path) -> None:
+    setup = prepare(write_tiny_study(tmp_path), storage=f"journal:{tmp_path / 'tiny.journal'}")
+    study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
+    orphan = study.ask()
+    lr = orphan.suggest_float("learner.inner_lr", 0.1, 0.5)
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+    run_worker(setup, n_trials=2, device="cpu")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "died" in trials[0].user_attrs["reason"]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == {"learner.inner_lr": lr}
+    assert counted_trials(study) == 2
+
+
+def test_search_refuses_fewer_than_one_worker(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--workers 0 is not allowed: expected an integer >= 1\.$"):
+        search(write_tiny_study(tmp_path), storage=f"journal:{tmp_path / 'tiny.journal'}", workers=0)
+    assert not (tmp_path / "tiny.journal").exists()  # refused before any storage was opened
+
+
+# -- slow: many workers on one study, crash recovery, storage errors -----------------------------------
+
+def _admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"nas_meta_test_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        _admin(f"DROP DATABASE IF EXISTS {name}")
+
+
+def load(url: str, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url).storage)
+
+
+def assert_exact(study: optuna.Study, n: int) -> None:
+    trials = study.get_trials()
+    assert len(trials) == n
+    assert sorted(t.number for t in trials) == list(range(n))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    baselines = [t.user_attrs["baseline"] for t in trials if "baseline" in t.user_attrs]
+    assert sorted(baselines) == ["maml", "reptile"]  # each enqueued baseline ran once
+
+
+@slow
+def test_three_postgres_workers_run_exactly_n_trials(tmp_path: Path, omniglot: Path, pg_url: str) -> None:
+    study = make_study(tmp_path, n_trials=7)
+    procs = [subprocess.Popen(search_command(study, pg_url, omniglot, "--n-trials", "7"), cwd=tmp_path,
+                              env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    assert_exact(load(pg_url), 7)
+    workers = {t.user_attrs["worker"] for t in load(pg_url).trials}
+    assert len(workers) >= 2  # the work was shared
+
+
+@slow
+def test_workers_flag_on_the_journal_file(tmp_path: Path, omniglot: Path) -> None:
+    study = make_study(tmp_path, n_trials=5)
+    url = f"journal:{tmp_path / 'runs' / 'tiny.journal'}"
+    done = run(search_command(study, url, omniglot, "--workers", "2"), env=worker_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exact(load(url), 5)
+
+
+def _wait_for(url: str, predicate: Any, timeout: float = 300.0) -> optuna.Study:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = load(url)
+            if predicate(study.get_trials()):
+                return study
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting for the study")
+
+
+def _kill_mid_trial(study_file: Path, url: str, omniglot: Path, env: dict[str, str]) -> dict[int, tuple[Any, ...]]:
+    proc = subprocess.Popen(search_command(study_file, url, omniglot), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=study_file.parent)
+    _wait_for(url, lambda ts: sum(t.state == TrialState.COMPLETE for t in ts) >= 1
+              and any(t.state == TrialState.RUNNING for t in ts))
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    study = load(url)
+    return {t.number: (t.state, t.values, dict(t.user_attrs)) for t in study.get_trials()}
+
+
+@slow
+def test_sigkilled_postgres_worker_trial_is_failed_and_rerun(tmp_path: Path, omniglot: Path, pg_url: str) -> None:
+    study_file = make_study(tmp_path, iterations=60, every=20, n_trials=4)
+    env = worker_env(NAS_META_HEARTBEAT_SECONDS="1", NAS_META_HEARTBEAT_GRACE_SECONDS="3")
+    before = _kill_mid_trial(study_file, pg_url, omniglot, env)
+    killed = [n for n, (state, _, _) in before.items() if state == TrialState.RUNNING]
+    assert len(killed) == 1
+    time.sleep(4)  # let the heartbeat go stale
+    done = run(search_command(study_file, pg_url, omniglot), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = {t.number: t for t in load(pg_url).get_trials()}
+    assert trials[killed[0]].state == TrialState.FAIL
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].params == trials[killed[0]].params
+    for number, (state, values, attrs) in before.items():
+        if state == TrialState.COMPLETE:
+            assert trials[number].values == values and trials[number].user_attrs == attrs
+    finished = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+
+
+@slow
+def test_sigkilled_single_worker_on_the_default_storage_resumes(tmp_path: Path, omniglot: Path) -> None:
+    study_file = make_study(tmp_path, iterations=60, every=20, n_trials=4)
+    url = f"journal:{tmp_path / 'runs' / 'tiny.journal'}"
+    before = _kill_mid_trial(study_file, url, omniglot, worker_env())
+    killed = [n for n, (state, _, _) in before.items() if state == TrialState.RUNNING]
+    start = time.monotonic()
+    done = run(search_command(study_file, url, omniglot), env=worker_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "marked trials" in done.stderr and "failed and queued them again" in done.stderr
+    trials = {t.number: t for t in load(url).get_trials()}
+    assert trials[killed[0]].state == TrialState.FAIL  # not left RUNNING forever
+    assert "died" in trials[killed[0]].user_attrs["reason"]
+    for number, (state, values, attrs) in before.items():
+        if state == TrialState.COMPLETE:
+            assert trials[number].values == values and trials[number].user_attrs == attrs
+    finished = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    assert time.monotonic() - start < 600
+
+
+@slow
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgres//nohost", "is not a storage URL nas-meta knows; use journal:PATH"),
+        ("redis://127.0.0.1:6379/0", "--storage 'redis://127.0.0.1:6379/0': the scheme 'redis' is not one of ["),
+        ("postgresql+psycopg2://postgres:hunter2@127.0.0.1:1/x", "cannot open storage postgresql+psycopg2://postgres:***@127.0.0.1:1/x"),
+        ("postgresql+psycopg2://nobody_nas_meta:hunter2@127.0.0.1:5432/postgres", "role \"nobody_nas_meta\" does not exist"),
+    ],
+)
+def test_bad_storage_urls_are_reported_without_the_password(tmp_path: Path, omniglot: Path, url: str, message: str) -> None:
+    study = make_study(tmp_path)
+    done = run(search_command(study, url, omniglot))
+    assert done.returncode == 2
+    assert message in done.stderr and "hunter2" not in done.stderr and "Traceback" not in done.stderr
+    with pytest.raises((ConfigError, StorageError)) as info:
+        open_storage(url)
+    assert "hunter2" not in str(info.value)
+
+
+@slow
+def test_a_surviving_worker_reruns_the_trial_of_a_killed_one(tmp_path: Path, omniglot: Path, pg_url: str) -> None:
+    study_file = make_study(tmp_path, iterations=40, every=20, n_trials=5)
+    env = worker_env(NAS_META_HEARTBEAT_SECONDS="1", NAS_META_HEARTBEAT_GRACE_SECONDS="3")
+    procs = [subprocess.Popen(search_command(study_file, pg_url, omniglot), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=tmp_path) for _ in range(2)]
+    victim = procs[0]
+    _wait_for(pg_url, lambda ts: any(t.state == TrialState.RUNNING and
+                                     t.user_attrs.get("worker", "").endswith(f":{victim.pid}") for t in ts))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert procs[1].wait(timeout=600) == 0
+    trials = load(pg_url).get_trials()
+    killed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 5  # none lost: the survivor re-ran the killed trial
+    assert any(t.system_attrs.get("failed_trial") == killed[0].number for t in finished)
