@@ -3,11 +3,13 @@ module that does the work (``training``, ``checkpoint``, ``inference``, ``studie
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from .bench import bench
 from .checkpoint import check_learner_target, save_result
@@ -16,14 +18,14 @@ from .errors import ConfigError
 from .export import trials_table
 from .inference import AdaptedClassifier, TrainedLearner, evaluate_learner, load_learner_folder
 from .report import attach_to_dashboard
-from .search import search
+from .search import SearchListener, search
 from .storage import default_storage_url
 from .studies import fetch_trial_learner, summarize
-from .training import DevScore, End, Result, Step, Workspace
+from .training import DevScore, End, Record, Result, Step, Workspace
 from .training import train_iter as _train_iter
 
 __all__ = [
-    "AdaptedClassifier", "TrainedLearner", "bench", "evaluate_learner", "load_learner", "run_search", "summarize",
+    "AdaptedClassifier", "SearchListener", "TrainedLearner", "bench", "evaluate_learner", "load_learner", "run_search", "summarize",
     "train", "train_iter",
 ]
 
@@ -79,18 +81,43 @@ def load_learner(path: str | Path | None = None, device: str = "cpu", *, study_n
     return load_learner_folder(path, device)
 
 
-def run_search(study: str | Path, **options: Any) -> optuna.Study:
-    """Create or resume the search study of the study file ``study`` and run it; the report's figures are then
-    attached for optuna-dashboard.
+class _DashboardFigures(SearchListener):
+    """Passes events on to ``inner`` and keeps the report's figures on the study current for optuna-dashboard:
+    re-drawn when a trial ends, at most every ``every`` seconds (each drawing is stored in the study)."""
+
+    def __init__(self, inner: SearchListener | None, every: float = 60.0) -> None:
+        self.inner = inner or SearchListener()
+        self.every = every
+        self.drawn_at = time.monotonic()
+
+    def started(self, existing: int, total: int) -> None:
+        self.inner.started(existing, total)
+
+    def record(self, trial: int, record: Record) -> None:
+        self.inner.record(trial, record)
+
+    def counted(self, count: int) -> None:
+        self.inner.counted(count)
+
+    def finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.inner.finished(study, trial)
+        if time.monotonic() - self.drawn_at >= self.every:
+            attach_to_dashboard(study, trials_table(study))
+            self.drawn_at = time.monotonic()
+
+
+def run_search(study: str | Path, *, listener: SearchListener | None = None, **options: Any) -> optuna.Study:
+    """Create or resume a search study and run it; for notebooks and scripts.
 
     Args:
-        study: the study file.
-        **options: as for :func:`nas_meta.search.search` (``storage``, ``study_name``, ``n_trials``, ``timeout``,
-            ``workers``, ``device``, ``data``, ``force``, ``on_trial``).
+        study: a study file, or the name of a shipped study (``smoke``, ``omniglot-5w1s``; ``nas-meta studies``).
+        listener: sees the search's progress (:class:`nas_meta.search.SearchListener`).
+        **options: as for :func:`nas_meta.search.search`: ``storage``, ``study_name``, ``n_trials``, ``timeout``,
+            ``workers``, ``device``, ``data``, ``force``, ``overrides`` (``["budget.seconds=60"]``).
 
     Returns:
-        The ``optuna.Study``.
+        The ``optuna.Study``, with the report's figures attached for optuna-dashboard (kept current while it ran).
     """
-    result = search(study, **options)
+    result = search(study, listener=_DashboardFigures(listener), **options)
     attach_to_dashboard(result, trials_table(result))
     return result

@@ -24,28 +24,23 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .api import train_iter
     from .config import load_train_config
+    from .progress import RunBar, interactive, log_dev
     from .training import DevScore, End, Result, Step
 
-    config = load_train_config(args.config)
-    total = config.budget.iterations
-    bar = tqdm(total=total, unit="it", disable=not sys.stderr.isatty() or args.quiet, dynamic_ncols=True)
+    config = load_train_config(args.config, args.set or ())
+    bar = RunBar(config.budget, enabled=interactive(args.quiet))
     result: Result | None = None
     try:
         for record in train_iter(config, args.out, data=args.data, device=args.device, seed=args.seed):
             if isinstance(record, Step):
-                bar.update(1)
-                if "loss" in record.metrics:
-                    bar.set_postfix(loss=f"{record.metrics['loss']:.3f}", acc=f"{record.metrics.get('accuracy', 0.0):.3f}")
+                bar.step(record)
             elif isinstance(record, DevScore):
-                logger.info("iteration %s: dev loss %.4f, dev accuracy %.4f ± %.4f", record.iteration,
-                            record.dev_loss, record.dev_accuracy, record.dev_accuracy_ci95)
+                log_dev(record)
             elif isinstance(record, End):
-                logger.info("training ended: %s after %s iterations in %.1f s %s", record.status,
-                            record.iterations, record.elapsed, record.reason)
+                logger.info("training ended: %s after %s iterations, %.1f s of meta-training (%.1f s in all) %s",
+                            record.status, record.iterations, record.train_seconds, record.elapsed, record.reason)
             else:
                 result = record
     finally:
@@ -76,28 +71,27 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .api import run_search
+    from .config import load_study_spec
     from .errors import StudyFinished
+    from .progress import SearchBars, interactive
+    from .resources import study_file
     from .studies import summarize
 
-    bar = tqdm(total=args.n_trials, unit="trial", disable=not sys.stderr.isatty() or args.quiet or args.worker_of_pool)
-
-    def on_trial(trial: object) -> None:
-        bar.update(1)
-
+    spec = load_study_spec(study_file(args.study), args.set or ())
+    bars = SearchBars(spec.budget, enabled=interactive(args.quiet) and not args.worker_of_pool)
     try:
-        study = run_search(args.study, storage=args.storage or os.environ.get("NAS_META_STORAGE"), study_name=args.study_name, n_trials=args.n_trials,
-                         timeout=args.timeout, workers=args.workers, device=args.device, data=args.data,
-                         force=args.force, on_trial=on_trial)
+        study = run_search(args.study, storage=args.storage or os.environ.get("NAS_META_STORAGE"),
+                           study_name=args.study_name, n_trials=args.n_trials, timeout=args.timeout,
+                           workers=args.workers, device=args.device, data=args.data, force=args.force,
+                           listener=bars, overrides=args.set or ())
     except StudyFinished as err:
         if args.worker_of_pool:
             return 0
         print(f"nas-meta: {err}", file=sys.stderr)
         return 0
     finally:
-        bar.close()
+        bars.close()
     if not args.worker_of_pool:
         print(json.dumps(summarize(study), indent=2, default=str))
     return 0
@@ -263,6 +257,11 @@ def _storage_arg(p: argparse.ArgumentParser, default: str) -> None:
                    f"@HOST[:PORT]/DATABASE (default: $NAS_META_STORAGE, else {default})")
 
 
+def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override a field of the file, value read as "
+                   f"YAML, e.g. --set {example}; repeatable (default: none)")
+
+
 def _command(sub: Any, name: str, summary: str, example: str, func: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary,
                                                 epilog=f"example:\n  {example}\n")
@@ -292,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder to save config, weights and metrics in (new, empty, "
                        "or a learner folder to replace)")
     train.add_argument("--seed", type=SEED, help="override the config's seed (default: the config's)")
+    _set_arg(train, "learner.inner_lr=0.1")
     _data_arg(train)
     _device_arg(train)
 
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--workers", type=WORKERS, default=1, help="worker processes on this machine, one per GPU "
                       "when there are GPUs (default: 1)")
     srch.add_argument("--force", action="store_true", help="resume even if the study file changed (default: refuse)")
+    _set_arg(srch, "budget.seconds=60")
     srch.add_argument("--worker-of-pool", action="store_true", help=argparse.SUPPRESS)
     _data_arg(srch)
     _device_arg(srch)
@@ -371,16 +372,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_optuna(verbose: int) -> None:
+    """Optuna's own notices (study created, experimental features, "no complete trials" while drawing figures)
+    are for Optuna's users; nas-meta says what matters itself. ``-v`` brings them back."""
+    import warnings
+
+    import optuna
+
+    if verbose:
+        return
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"optuna(_dashboard)?(\.|$)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .errors import NasMetaError, Terminated
     from .runtime import configure_logging, handle_sigterm
 
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
+    _quiet_optuna(args.verbose)
     handle_sigterm()
     try:
-        return int(args.func(args))
+        with logging_redirect_tqdm(loggers=[logging.getLogger("nas_meta")]):  # log lines never land inside a bar
+            return int(args.func(args))
     except NasMetaError as err:  # the user's to fix: one line; anything else is a bug and shows its traceback
         print(f"nas-meta: error: {err}", file=sys.stderr)
         return 2

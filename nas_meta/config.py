@@ -14,7 +14,7 @@ import re
 import reprlib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -402,18 +402,65 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: holds a value that cannot be read ({clip(str(err), 100)}).") from None
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    """Read ``path`` into the dataclass ``cls``; errors are prefixed with the file name."""
+def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+    """Read ``path`` into the dataclass ``cls``, with ``KEY=VALUE`` overrides (``--set``) applied on top;
+    errors are prefixed with the file name, or with the override at fault.
+
+    Raises:
+        ConfigError: the file, a field or an override is invalid.
+    """
     data = read_yaml(path)
     try:
-        return from_dict(cls, data)
+        base = from_dict(cls, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    if not overrides:
+        return base
+    merged = dataclasses.asdict(base)  # type: ignore[call-overload]
+    for setting in overrides:
+        key, value = parse_setting(setting)
+        _set_dotted(cls, merged, key, value, setting)
+    try:
+        return from_dict(cls, merged)
+    except ConfigError as err:
+        raise ConfigError(f"{path} with --set {' '.join(overrides)}: {err}") from None
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training config (e.g. ``studies/baselines/maml-5w1s.yaml``)."""
-    return load_config(TrainConfig, path)
+def parse_setting(setting: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value read as YAML (``60``, ``null``, ``[maml, reptile]``, ``true``).
+
+    Raises:
+        ConfigError: no ``=``, an empty key, or a value that is not valid YAML.
+    """
+    key, sep, text = setting.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {short(setting)} is not KEY=VALUE (e.g. --set budget.seconds=60).")
+    try:
+        return key.strip(), parse_yaml(text)
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
+        raise ConfigError(f"--set {short(setting)}: the value is not valid YAML ({clip(str(err), 80)}).") from None
+
+
+def _set_dotted(cls: type, data: dict[str, Any], key: str, value: Any, setting: str) -> None:
+    """Set the dotted ``key`` (a field of ``cls``, e.g. ``learner.inner_lr``) in ``data``."""
+    target, owner, parts = data, cls, key.split(".")
+    for depth, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(owner)]
+        if part not in names:
+            where = ".".join(parts[:depth]) or "the file"
+            raise ConfigError(f"--set {short(setting)}: {part!r} is not a field of {where}; fields: {names}.")
+        hint = typing.get_type_hints(owner)[part]
+        if depth == len(parts) - 1:
+            target[part] = value
+        elif dataclasses.is_dataclass(hint) and isinstance(target.get(part), dict):
+            target, owner = target[part], hint  # type: ignore[assignment]
+        else:
+            raise ConfigError(f"--set {short(setting)}: {'.'.join(parts[:depth + 1])} has no fields.")
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a training config (e.g. ``studies/baselines/maml-5w1s.yaml``), with ``--set`` overrides."""
+    return load_config(TrainConfig, path, overrides)
 
 
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
@@ -650,9 +697,9 @@ def load_search_space(path: str | Path) -> SearchSpace:
     return load_config(SearchSpace, path)
 
 
-def load_study_spec(path: str | Path) -> StudySpec:
-    """Read ``studies/*.yaml`` (the search space file it names is read and checked too)."""
-    spec = load_config(StudySpec, path)
+def load_study_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
+    """Read ``studies/*.yaml``, with ``--set`` overrides (the search space file it names is read and checked too)."""
+    spec = load_config(StudySpec, path, overrides)
     load_search_space(resolve_relative(path, spec.search_space))
     return spec
 

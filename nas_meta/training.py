@@ -169,6 +169,9 @@ class Result:
     path: Path | None = None
 
 
+Record = Step | DevScore | End | Result  # what train_iter yields
+
+
 # -- meta-training -------------------------------------------------------------------------------------
 
 def meta_train(

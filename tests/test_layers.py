@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("export", "compare"),
     ("api",),                               # the facade
     ("__init__",),                          # the package: re-exports the facade
+    ("progress",),                          # the command line's progress bars
     ("cli",),                               # parses, calls one function, prints
     ("__main__",),
 )

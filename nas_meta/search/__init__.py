@@ -8,10 +8,10 @@ runs trials on one or many worker processes.
 from .objective import make_objective
 from .setup import PRUNERS, SAMPLERS, SearchSetup, baseline_config, make_pruner, make_sampler, open_study, prepare
 from .space import baseline_params, suggest_config, walk
-from .workers import fail_stale_trials, run_trial, run_worker, search, worker_devices
+from .workers import SearchListener, fail_stale_trials, run_trial, run_worker, search, worker_devices
 
 __all__ = [
-    "PRUNERS", "SAMPLERS", "SearchSetup", "baseline_config", "baseline_params", "fail_stale_trials", "make_objective",
+    "PRUNERS", "SAMPLERS", "SearchListener", "SearchSetup", "baseline_config", "baseline_params", "fail_stale_trials", "make_objective",
     "make_pruner", "make_sampler", "open_study", "prepare", "run_trial", "run_worker", "search", "suggest_config",
     "walk", "worker_devices",
 ]

@@ -22,7 +22,7 @@ from ..config import SearchSpace, StudySpec, TrainConfig, dump_yaml
 from ..errors import TrialDiverged
 from ..learners import BaseLearner
 from ..studies import TrialAttr
-from ..training import DevScore, End, Result, Workspace, train_iter
+from ..training import DevScore, End, Record, Result, Workspace, train_iter
 from .space import suggest_config
 
 
@@ -40,8 +40,10 @@ def make_objective(
     study_name: str,
     device: str,
     artifacts: FileSystemArtifactStore | None,
+    on_record: Callable[[int, Record], None] | None = None,
 ) -> Callable[[optuna.Trial], float | Sequence[float]]:
     """``objective(trial)``: suggest φ, meta-train it, report dev losses for pruning, return the objective(s).
+    ``on_record(trial number, record)`` sees every training record (progress bars).
 
     Raises (from the objective):
         optuna.TrialPruned: the pruner stopped the trial.
@@ -59,6 +61,8 @@ def make_objective(
         result: Result | None = None
         try:
             for record in train_iter(config, device=device, workspace=workspace):
+                if on_record is not None:
+                    on_record(trial.number, record)
                 if isinstance(record, DevScore) and prunes and not wilcoxon:
                     trial.report(record.dev_loss, record.step)
                     if not record.final and trial.should_prune():  # a finished trial is kept: nothing to save
@@ -78,6 +82,12 @@ def make_objective(
             raise
         assert result is not None
         metrics = result.metrics
+        dev_loss = float("nan") if metrics.dev_loss is None else metrics.dev_loss
+        if not math.isfinite(dev_loss):  # nothing worth keeping: fail the trial with this reason
+            trial.set_user_attr(TrialAttr.STATUS, "diverged")
+            trial.set_user_attr(TrialAttr.REASON, f"the final dev loss is {dev_loss}")
+            trial.set_user_attr(TrialAttr.DEV_LOSS, dev_loss)
+            raise TrialDiverged(f"the final dev loss is {dev_loss}")
         for key, value in ((TrialAttr.STATUS, metrics.status), (TrialAttr.REASON, metrics.reason),
                            (TrialAttr.DEV_LOSS, metrics.dev_loss), (TrialAttr.DEV_ACCURACY, metrics.dev_accuracy),
                            (TrialAttr.DEV_ACCURACY_CI95, metrics.dev_accuracy_ci95),
@@ -85,7 +95,6 @@ def make_objective(
                            (TrialAttr.TRAIN_SECONDS, metrics.train_seconds), (TrialAttr.DEVICE, metrics.device)):
             if value is not None:
                 trial.set_user_attr(key, value)
-        dev_loss = float("nan") if metrics.dev_loss is None else metrics.dev_loss
         values: list[float] = [dev_loss]
         if "parameters" in spec.objectives:
             values.append(float(metrics.parameters))
@@ -95,8 +104,6 @@ def make_objective(
             values.append(latency)
         if artifacts is not None:
             _keep_learner(trial, result, artifacts)
-        if not math.isfinite(dev_loss):
-            raise TrialDiverged(f"the dev loss is {dev_loss}")
         return values[0] if len(values) == 1 else values
 
     return objective

@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -145,6 +145,7 @@ class SearchSetup:
     study_name: str
     artifacts_dir: Path
     baselines: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE on top of the study file
 
     def artifact_store(self) -> AtomicFileSystemArtifactStore:
         return artifact_store(self.artifacts_dir)
@@ -154,15 +155,18 @@ class SearchSetup:
 
 
 def prepare(study_path: str | Path, *, storage: str | None = None, study_name: str | None = None,
-            artifacts: str | Path | None = None) -> SearchSetup:
-    """Read and check the study file and its search space, and open the storage; runs no trial.
+            artifacts: str | Path | None = None, overrides: Sequence[str] = (),
+            check: Callable[[StudySpec], None] | None = None) -> SearchSetup:
+    """Read and check the study file (a path or a shipped study's name, ``overrides`` applied) and its search
+    space, run ``check`` on the spec (what else can be checked before the storage is opened), then open the
+    storage; runs no trial.
 
     Raises:
         ConfigError: the study file, its search space or a baseline is invalid.
         StorageError: the storage cannot be opened.
     """
     study_path = study_file(study_path)
-    spec = load_config(StudySpec, study_path)
+    spec = load_config(StudySpec, study_path, overrides)
     space = load_search_space(resolve_relative(study_path, spec.search_space))
     name = check_study_name(study_name) if study_name is not None else spec.name
     baselines = study_baselines(spec, study_path)
@@ -171,9 +175,11 @@ def prepare(study_path: str | Path, *, storage: str | None = None, study_name: s
             baseline_params(space, baseline_config(baseline, spec, study_path))
         except ConfigError as err:
             raise ConfigError(f"{study_path}: {err}") from None
+    if check is not None:
+        check(spec)
     handle = open_storage(storage or spec.storage or default_storage_url(name))
     artifacts_dir = Path(artifacts) if artifacts is not None else default_artifacts_dir(handle, name)
-    return SearchSetup(spec, space, study_path, handle, name, artifacts_dir, baselines)
+    return SearchSetup(spec, space, study_path, handle, name, artifacts_dir, baselines, tuple(overrides))
 
 
 DEFAULT_BASELINES = ("maml", "reptile")
@@ -193,7 +199,7 @@ def study_file_text(setup: SearchSetup) -> str:
     text = setup.study_path.read_text()
     if setup.spec.storage and redact(setup.spec.storage) != setup.spec.storage:
         text = text.replace(setup.spec.storage, redact(setup.spec.storage))
-    return text
+    return text + "".join(f"\n# --set {redact(setting)}" for setting in setup.overrides)
 
 
 def study_file_record(setup: SearchSetup) -> dict[str, str]:

@@ -66,7 +66,7 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
         if p.type == "categorical":
             inside, allowed = value in (p.choices or ()), f"{list(p.choices or ())}"
         else:
-            inside, allowed = p.low <= value <= p.high, f"[{p.low}, {p.high}]"
+            inside, allowed = p.low <= value <= p.high, f"[{p.low:g}, {p.high:g}]"
         if not inside:
             raise ConfigError(f"baseline {config.name!r}: {p.name}={value!r} lies outside the search space's {allowed}.")
         return value

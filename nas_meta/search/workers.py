@@ -30,7 +30,7 @@ from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
 from ..runtime import die_with_parent, resolve_device, signals_deferred
 from ..storage import GRACE_SECONDS, HEARTBEAT_SECONDS, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
-from ..training import load_workspace
+from ..training import Record, load_workspace
 from .objective import make_objective
 from .setup import SearchSetup, open_study, prepare
 
@@ -58,6 +58,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except CANDIDATE_FAILURES as err:
+        if TrialAttr.STATUS not in trial.user_attrs:
+            trial.set_user_attr(TrialAttr.STATUS, "failed")
         if TrialAttr.REASON not in trial.user_attrs:
             trial.set_user_attr(TrialAttr.REASON, _error_text(err))
         logger.warning("trial %d failed: %s", trial.number, err)
@@ -165,6 +167,22 @@ def _waiting_line(study: optuna.Study, n_trials: int) -> str:
             f"re-run once their heartbeat is {GRACE_SECONDS} s late: " + "; ".join(parts))
 
 
+class SearchListener:
+    """What a search tells whoever watches it (the CLI's progress bars, a notebook); override what you need."""
+
+    def started(self, existing: int, total: int) -> None:
+        """The study holds ``existing`` counted trials of ``total``."""
+
+    def record(self, trial: int, record: Record) -> None:
+        """A training record of trial number ``trial`` run by this process."""
+
+    def finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A trial run by this process ended (complete, pruned or failed)."""
+
+    def counted(self, count: int) -> None:
+        """With worker processes: the study now holds ``count`` counted trials."""
+
+
 def run_worker(
     setup: SearchSetup,
     *,
@@ -173,7 +191,7 @@ def run_worker(
     device: str = "auto",
     data: str | Path | None = None,
     force: bool = False,
-    on_trial: Callable[[FrozenTrial], None] | None = None,
+    listener: SearchListener | None = None,
     study: optuna.Study | None = None,
 ) -> optuna.Study:
     """One worker: run trials until the study holds ``n_trials`` counted trials or ``timeout`` passes.
@@ -184,15 +202,15 @@ def run_worker(
     fail_stale_trials(study, setup)
     spec = setup.spec
     workspace = load_workspace(spec.base_config(), data, resolve_device(device))
+    listener = listener or SearchListener()
     objective = make_objective(spec, setup.space, workspace, study_name=setup.study_name, device=device,
-                               artifacts=setup.artifact_store())
+                               artifacts=setup.artifact_store(), on_record=listener.record)
     deadline = None if timeout is None else time.monotonic() + timeout
     said_at = -math.inf
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         logger.info(trial_line(trial))
-        if on_trial is not None:
-            on_trial(trial)
+        listener.finished(study, trial)
 
     while deadline is None or deadline - time.monotonic() > 0:
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat: fail (and retry) trials of dead workers
@@ -231,9 +249,11 @@ def search(
     device: str = "auto",
     data: str | Path | None = None,
     force: bool = False,
-    on_trial: Callable[[FrozenTrial], None] | None = None,
+    listener: SearchListener | None = None,
+    overrides: Sequence[str] = (),
 ) -> optuna.Study:
-    """Create or resume the study of ``study_path`` and run it until it holds ``n_trials`` trials.
+    """Create or resume the study of ``study_path`` (a path or a shipped study's name, with ``--set``
+    ``overrides``) and run it until it holds ``n_trials`` trials.
 
     ``n_trials`` (default: the study file's) is the study's total over all workers and runs. With
     ``workers > 1``, that many worker processes share the storage (one per GPU when there are GPUs).
@@ -249,27 +269,33 @@ def search(
         raise ConfigError(f"--workers {workers} is not allowed: expected an integer >= 1.")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--timeout {timeout} is not allowed: expected a number of seconds > 0.")
-    for dev in worker_devices(device, workers):
-        resolve_device(dev)  # everything that can be checked is checked before the storage is opened
-    resolve_data_dir(data)
-    setup = prepare(study_path, storage=storage, study_name=study_name)
+
+    def check(spec: object) -> None:  # everything that can be checked is checked before the storage is opened
+        for dev in worker_devices(device, workers):
+            resolve_device(dev)
+        resolve_data_dir(data)
+
+    setup = prepare(study_path, storage=storage, study_name=study_name, overrides=overrides, check=check)
     total = n_trials if n_trials is not None else setup.spec.n_trials
     timeout = timeout if timeout is not None else setup.spec.timeout
     study = open_study(setup, force=force)
-    if counted_trials(study) >= total:
+    existing = counted_trials(study)
+    if existing >= total:
         raise StudyFinished(
             f"study {setup.study_name!r} in {setup.storage.url} already holds {counted_trials(study)} trials "
             f"(n_trials={total}); pass a larger --n-trials to run more."
         )
+    listener = listener or SearchListener()
+    listener.started(existing, total)
     if workers == 1:
-        run_worker(setup, n_trials=total, timeout=timeout, device=device, data=data, on_trial=on_trial, study=study)
+        run_worker(setup, n_trials=total, timeout=timeout, device=device, data=data, listener=listener, study=study)
     else:
-        _run_worker_processes(setup, total, timeout, workers, device, data, force)
+        _run_worker_processes(setup, study, total, timeout, workers, device, data, force, listener)
     return optuna.load_study(study_name=setup.study_name, storage=setup.storage.storage)
 
 
-def _run_worker_processes(setup: SearchSetup, total: int, timeout: float | None, workers: int, device: str,
-                          data: str | Path | None, force: bool) -> None:
+def _run_worker_processes(setup: SearchSetup, study: optuna.Study, total: int, timeout: float | None, workers: int,
+                          device: str, data: str | Path | None, force: bool, listener: SearchListener) -> None:
     """Start ``workers`` worker processes on the study and wait for them.
 
     The storage URL reaches them through their environment (``NAS_META_STORAGE``), never their command line,
@@ -289,9 +315,14 @@ def _run_worker_processes(setup: SearchSetup, total: int, timeout: float | None,
             cmd += ["--data", str(data)]
         if force:
             cmd.append("--force")
+        for setting in setup.overrides:
+            cmd += ["--set", setting]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NAS_META_WORKER": str(i), "NAS_META_STORAGE": url}
         procs.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))  # noqa: PLW1509
     try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(2)
+            listener.counted(counted_trials(study))
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt as err:
         stop_workers(procs, signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
