@@ -173,24 +173,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    try:
-        import optuna_dashboard
-    except ImportError:
-        print("nas-meta: error: the dashboard needs optuna-dashboard: pip install 'nas-meta[dashboard]'", file=sys.stderr)
-        return 2
-    from .report import attach_to_dashboard
-    from .storage import open_storage, study_names
+    from .dashboard import run_dashboard
 
-    handle = open_storage(_storage_from(args))
-    import optuna
-
-    from .export import trials_table
-
-    for name in study_names(handle):
-        study = optuna.load_study(study_name=name, storage=handle.storage)
-        attach_to_dashboard(study, trials_table(study))
-    logger.info("optuna-dashboard on http://%s:%d for %s", args.host, args.port, handle.url)
-    optuna_dashboard.run_server(handle.storage, host=args.host, port=args.port)
+    run_dashboard(_storage_from(args), host=args.host, port=args.port)
     return 0
 
 
@@ -363,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(cmp_)
     _device_arg(cmp_)
 
-    dash = _command(sub, "dashboard", "serve optuna-dashboard on a study storage (localhost by default)",
+    dash = _command(sub, "dashboard", "serve optuna-dashboard on a study storage, read-only (localhost by default)",
                     "nas-meta dashboard studies/omniglot-5w1s.yaml --port 8080", _dashboard)
     dash.add_argument("study_file", nargs="?", metavar="STUDY.yaml", help="a study file whose storage to serve")
     _storage_arg(dash, "the study file's storage")

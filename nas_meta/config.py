@@ -538,6 +538,12 @@ class ParamSpec:
 _SECTION_TYPES: dict[str, type] = {"architecture": ArchConfig, "learner": LearnerConfig}
 
 
+def _exclusive(p: ParamSpec, q: ParamSpec) -> bool:
+    """Whether ``p`` and ``q`` can never both be active: they condition on one parameter with disjoint values."""
+    shared = set(p.when or {}) & set(q.when or {})
+    return any(not set(map(str, (p.when or {})[k])) & set(map(str, (q.when or {})[k])) for k in shared)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The searched part of φ. ``fixed`` sets fields to one value for every candidate."""
@@ -548,9 +554,12 @@ class SearchSpace:
     fixed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        keys = [p.key for p in self.parameters]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
-        _check(not duplicates, "parameters", duplicates, "unique labels (add `label:` to tell conditional ranges apart)")
+        for i, p in enumerate(self.parameters):  # one name may hold several ranges, for exclusive conditions
+            for q in self.parameters[:i]:
+                if q.key == p.key and not _exclusive(p, q):
+                    raise ConfigError(f"parameters[{i}] ({p.key}): declared twice with conditions that can hold at "
+                                      "once; give both a `when` on the same parameter with no value in common "
+                                      "(or a `label:` to tell them apart).")
         base = TrainConfig()
         for i, p in enumerate(self.parameters):
             for value in p.values_to_check():

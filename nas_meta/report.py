@@ -51,8 +51,9 @@ def study_figures(study: optuna.Study, table: pd.DataFrame) -> list[tuple[str, g
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # e.g. importances need 2+ complete trials
             logger.info("report: %s left out (%s)", title, err)
             continue
-        if figure is not None:
-            figure.update_layout(title=title)
+        if figure is not None:  # sized by its container (a dashboard card, the report page), title given once
+            figure.update_layout(title=title, autosize=True, width=None, height=440,
+                                 margin={"l": 50, "r": 20, "t": 50, "b": 50})
             figures.append((title, figure))
     return figures
 
@@ -71,8 +72,9 @@ def figures_html(title: str, figures: list[tuple[str, go.Figure]], intro: str = 
              "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}</style></head><body>"),
              f"<h1>{html.escape(title)}</h1>", intro]
     for i, (name, figure) in enumerate(figures):
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        parts.append(f"<h2>{html.escape(name)}</h2>")  # the heading names the figure; the figure does not again
+        untitled = go.Figure(figure).update_layout(title=None)
+        parts.append(untitled.to_html(full_html=False, include_plotlyjs=(i == 0), config={"responsive": True}))
     parts.append("</body></html>")
     return "\n".join(parts)
 

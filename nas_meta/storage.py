@@ -129,12 +129,23 @@ def default_storage_url(study_name: str, runs_dir: str | Path = "runs") -> str:
     return f"journal:{Path(runs_dir) / f'{check_study_name(study_name)}.journal'}"
 
 
-def open_storage(url: str) -> StorageHandle:
+class ReadOnlyJournalBackend(JournalFileBackend):
+    """A journal file read and never written: every write is refused with a clear error."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise StorageError(f"journal {self._file_path} is open read-only (nas-meta dashboard never writes).")
+
+
+def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
     """Open the storage named by ``url`` (see the module docstring for the forms).
+
+    ``read_only``: a journal file is only read (it must exist, a torn end is left as it is and ignored, every write
+    is refused); databases are only read by nas-meta.
 
     Raises:
         ConfigError: the value is malformed, names an unknown scheme, or keeps nothing (an in-memory database).
-        StorageError: the database cannot be reached or refuses the credentials; the journal is damaged.
+        StorageError: the database cannot be reached or refuses the credentials; the journal is damaged, or is
+            missing when ``read_only``.
     """
     shown = redact(url)
     if url.startswith("journal:") or (url.endswith(".journal") and "://" not in url):
@@ -142,9 +153,15 @@ def open_storage(url: str) -> StorageHandle:
         if not str(path) or path.is_dir():
             raise ConfigError(f"--storage {shown!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            repair_journal(path)
-            return StorageHandle(JournalStorage(JournalFileBackend(str(path))), f"journal:{path}", "journal", path)
+            if read_only:
+                if not path.is_file():
+                    raise StorageError(f"cannot open storage journal:{path}: no such journal file.")
+                backend: JournalFileBackend = ReadOnlyJournalBackend(str(path))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                repair_journal(path)
+                backend = JournalFileBackend(str(path))
+            return StorageHandle(JournalStorage(backend), f"journal:{path}", "journal", path)
         except OSError as err:
             raise StorageError(f"cannot open storage journal:{path}: {err.strerror or err}.") from None
     parsed = _parse_rdb_url(url, shown)

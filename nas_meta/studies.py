@@ -56,15 +56,39 @@ class TrialAttr:
 
 
 class StudyAttr:
-    """The user-attribute keys nas-meta writes on a study when it creates it."""
+    """The user-attribute keys nas-meta writes on a study when it creates it (short values only)."""
 
     PROTOCOL: Final = "protocol"
-    STUDY_FILE: Final = "study_file"  # the study file's text
     STUDY_FILE_NAME: Final = "study_file_name"
-    SEARCH_SPACE: Final = "search_space"  # the search space file's text
     VERSION: Final = "nas_meta_version"
     OBJECTIVES: Final = "objectives"  # comma-separated objective names
     ARTIFACTS_DIR: Final = "artifacts_dir"
+
+
+class StudyText:
+    """The study's files as it was created, kept once each as system attributes (out of ``optuna studies``'
+    table): the study file (its storage URL without secrets, ``--set`` overrides appended) and the search space."""
+
+    STUDY_FILE: Final = "nas_meta:study_file"
+    SEARCH_SPACE: Final = "nas_meta:search_space"
+    LEGACY: Final = {STUDY_FILE: "study_file", SEARCH_SPACE: "search_space"}  # user attributes, nas-meta 0.1
+
+
+def study_texts(study: optuna.Study) -> dict[str, str]:
+    """The recorded study file and search space texts (:class:`StudyText` keys); empty for a study nas-meta did
+    not create."""
+    system = study._storage.get_study_system_attrs(study._study_id)
+    texts = {}
+    for key, legacy in StudyText.LEGACY.items():
+        value = system.get(key, study.user_attrs.get(legacy))
+        if isinstance(value, str):
+            texts[key] = value
+    return texts
+
+
+def record_study_texts(study: optuna.Study, texts: dict[str, str]) -> None:
+    for key, text in texts.items():
+        study._storage.set_study_system_attr(study._study_id, key, text)
 
 
 def existing_study(storage: str | StorageHandle, study_name: str) -> optuna.Study:

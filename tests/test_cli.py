@@ -1,15 +1,20 @@
-"""End to end through the console script on the real Omniglot copy (slow)."""
+"""The command line: every number refused when parsed (fast), and end to end through the console script on the
+real Omniglot copy (slow)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from nas_meta.cli import build_parser
 
 TINY = """
 name: tiny-{strategy}
@@ -39,6 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, omniglot: Path) -> Path:
     return folder / "learner"
 
 
+@pytest.mark.slow
 def test_data_info_prints_counts(omniglot: Path) -> None:
     done = nas_meta_cli("data", "info", "--data", str(omniglot))
     assert done.returncode == 0, done.stderr
@@ -47,6 +53,7 @@ def test_data_info_prints_counts(omniglot: Path) -> None:
     assert info["protocols"]["vinyals"]["dev"]["characters"] == 172
 
 
+@pytest.mark.slow
 def test_evaluate_prints_accuracy_with_ci_on_fixed_test_episodes(trained: Path, omniglot: Path) -> None:
     args = ["evaluate", str(trained), "--split", "test", "--episodes", "40", "--data", str(omniglot)]
     first, second = nas_meta_cli(*args), nas_meta_cli(*args)
@@ -57,6 +64,7 @@ def test_evaluate_prints_accuracy_with_ci_on_fixed_test_episodes(trained: Path, 
     assert json.loads(second.stdout)["accuracy"] == result["accuracy"]  # the same fixed episodes
 
 
+@pytest.mark.slow
 def test_evaluate_other_ways_is_refused_for_maml(trained: Path, omniglot: Path) -> None:
     done = nas_meta_cli("evaluate", str(trained), "--ways", "20", "--episodes", "5", "--data", str(omniglot))
     assert done.returncode == 2
@@ -64,6 +72,7 @@ def test_evaluate_other_ways_is_refused_for_maml(trained: Path, omniglot: Path) 
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_train_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("learner: {strategy: mamll}\n")
@@ -76,6 +85,7 @@ def test_train_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_train_bad_data_folder(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(TINY.format(strategy="maml", iterations=1))
@@ -83,6 +93,7 @@ def test_train_bad_data_folder(tmp_path: Path) -> None:
     assert done.returncode == 2 and "is not a folder; it must hold images_background.zip" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fomaml", "reptile", "metasgd", "pretrain", "random"])
 def test_every_strategy_trains_and_evaluates(strategy: str, tmp_path: Path, omniglot: Path) -> None:
     config = tmp_path / "c.yaml"
@@ -94,3 +105,147 @@ def test_every_strategy_trains_and_evaluates(strategy: str, tmp_path: Path, omni
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["strategy"] == strategy and result["ways"] == int(ways) and 0 <= result["accuracy"] <= 1
+
+
+# -- every number on the command line, refused when parsed (nothing runs) ------------------------------------------
+
+MINIMAL = {  # the shortest command line of each subcommand that parses
+    "data info": ["data", "info"],
+    "train": ["train", "c.yaml", "--out", "o"],
+    "evaluate": ["evaluate", "runs/x"],
+    "bench": ["bench"],
+    "search": ["search", "s.yaml"],
+    "studies": ["studies"],
+    "export": ["export", "--study-name", "s", "--out", "o"],
+    "compare": ["compare", "c.yaml", "--out", "o"],
+    "dashboard": ["dashboard"],
+}
+MAX_SEED = 2**32 - 1
+INTEGERS = [  # subcommand, option, lowest, highest
+    ("evaluate", "--episodes", 1, 10**6), ("evaluate", "--ways", 2, 1000), ("evaluate", "--shots", 1, 19),
+    ("evaluate", "--query", 1, 10**6), ("evaluate", "--steps", 0, 10**4), ("evaluate", "--seed", 0, MAX_SEED),
+    ("bench", "--ways", 2, 1000), ("bench", "--shots", 1, 19), ("bench", "--query", 1, 10**6),
+    ("bench", "--meta-batch", 1, 10**6), ("bench", "--steps", 1, 10**4), ("bench", "--iterations", 1, 10**6),
+    ("bench", "--warmup", 0, 10**4),
+    ("train", "--seed", 0, MAX_SEED),
+    ("search", "--n-trials", 1, 10**6), ("search", "--workers", 1, 1024),
+    ("compare", "--seeds", 1, 1000), ("compare", "--episodes", 1, 10**6), ("compare", "--budget-iterations", 1, 10**6),
+    ("dashboard", "--port", 1, 65535),
+]
+SECONDS = [("search", "--timeout"), ("compare", "--budget-seconds")]  # a number > 0 and <= 1e9
+
+
+def _int_cases() -> list[Any]:
+    cases = []
+    for sub, option, low, high in INTEGERS:
+        rule = f"an integer >= {low} and <= {high}"
+        for what, value in [("below", str(low - 1)), ("above", str(high + 1)), ("not-a-number", "five"),
+                            ("float", f"{low}.5"), ("nan", "nan"), ("inf", "inf"), ("minus-inf", "-inf")]:
+            cases.append(pytest.param(sub, option, value, rule, id=f"{sub}{option}-{what}"))
+    return cases
+
+
+def _seconds_cases() -> list[Any]:
+    rule = "a number > 0 and <= 1e+09"
+    return [pytest.param(sub, option, value, rule, id=f"{sub}{option}-{what}")
+            for sub, option in SECONDS
+            for what, value in [("zero", "0"), ("below", "-1"), ("above", "1e10"), ("not-a-number", "soon"),
+                                ("nan", "nan"), ("inf", "inf"), ("minus-inf", "-inf"), ("hex", "0x10")]]
+
+
+def parse_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The lines argparse writes when it refuses ``argv`` (exit status 2, nothing on stdout)."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    return err.strip().splitlines()
+
+
+@pytest.mark.parametrize(("sub", "option", "value", "rule"), _int_cases() + _seconds_cases())
+def test_a_number_out_of_range_is_refused_naming_the_option_value_and_range(
+        sub: str, option: str, value: str, rule: str, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = parse_error([*MINIMAL[sub], f"{option}={value}"], capsys)
+    assert lines[0].startswith(f"usage: nas-meta {sub} ")
+    assert lines[-1] == f"nas-meta {sub}: error: argument {option}: {value!r} is not allowed: expected {rule}."
+    if not value.startswith("-") or value[1:].isdigit():  # "--opt -1" is read as a negative number too
+        assert parse_error([*MINIMAL[sub], option, value], capsys)[-1] == lines[-1]
+
+
+@pytest.mark.xfail(strict=True, reason="'--timeout -inf' (with a space) is read as an unknown option '-inf', so the "
+                                       "message is 'expected one argument' without the value or the range")
+def test_minus_inf_after_a_space_is_refused_with_the_range(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = parse_error(["search", "s.yaml", "--timeout", "-inf"], capsys)
+    assert lines[-1] == ("nas-meta search: error: argument --timeout: '-inf' is not allowed: expected a number > 0 and "
+                         "<= 1e+09.")
+
+
+@pytest.mark.xfail(strict=True, reason="the refused text is echoed in full: a 5000-digit --episodes gives a "
+                                       "5000-character message")
+def test_a_huge_number_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = parse_error(["evaluate", "runs/x", "--episodes", "9" * 5000], capsys)
+    assert len(lines[-1]) < 300 and "9" * 100 not in lines[-1]
+
+
+@pytest.mark.parametrize("sub", list(MINIMAL))
+def test_quiet_and_verbose_are_accepted_after_the_subcommand(sub: str) -> None:
+    parser = build_parser()
+    assert parser.parse_args([*MINIMAL[sub], "-q"]).quiet is True
+    assert parser.parse_args([*MINIMAL[sub], "-v", "-v"]).verbose == 2
+    assert parser.parse_args([*MINIMAL[sub], "--quiet", "--verbose"]).verbose == 1
+    assert parser.parse_args(["-q", *MINIMAL[sub]]).quiet is True
+    plain = parser.parse_args(MINIMAL[sub])
+    assert plain.quiet is False and plain.verbose == 0
+
+
+def _parsers() -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    found = []
+
+    def walk(path: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+        found.append((path, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk((*path, name), sub)
+
+    walk((), build_parser())
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _parsers()], ids=lambda p: " ".join(p) or "nas-meta")
+def test_every_help_ends_with_an_example_that_parses(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*path, "--help"])
+    assert info.value.code == 0
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert lines[-2] == "example:"
+    example = shlex.split(lines[-1])
+    assert example[0] == "nas-meta" and example[1:1 + len(path)] == list(path)
+    build_parser().parse_args(example[1:])  # the example is a valid command line
+
+
+def _options() -> list[Any]:
+    cases = []
+    for path, parser in _parsers():
+        for action in parser._actions:
+            if (not action.option_strings or action.help == argparse.SUPPRESS or action.required
+                    or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+                continue  # positional arguments, hidden and required options, argparse's own -h and --version
+            marks = ([pytest.mark.xfail(strict=True, reason="-v/-q state no default in their help")]
+                     if action.dest in ("verbose", "quiet") else [])
+            cases.append(pytest.param(path, action.option_strings[-1], marks=marks,
+                                      id=f"{' '.join(path) or 'nas-meta'} {action.option_strings[-1]}"))
+    return cases
+
+
+@pytest.mark.parametrize(("path", "option"), _options())
+def test_every_option_help_states_its_default(path: tuple[str, ...], option: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    parser = dict(_parsers())[path]
+    action = next(a for a in parser._actions if option in a.option_strings)
+    assert action.help and re.search(r"\(default: [^()]+\)", action.help), (option, action.help)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*path, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert " ".join(action.help.split()) in shown  # the text read is the text shown

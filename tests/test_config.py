@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nas_meta.config import (
+    MAX_YAML_BYTES,
     SHIPPED_BASELINES,
     TrainConfig,
     baseline_path,
     dump_yaml,
+    load_config,
     load_search_space,
     load_study_spec,
     load_train_config,
+    read_yaml,
     train_config_from_dict,
 )
 from nas_meta.errors import ConfigError
@@ -186,3 +195,516 @@ def test_baseline_lookup_prefers_the_study_folder_and_names_what_exists(tmp_path
         baseline_path("protonet", 5, 1, [SHIPPED_BASELINES], field_name="--baselines")
     assert str(info.value).startswith(f"--baselines: 'protonet' has no config {SHIPPED_BASELINES / 'protonet-5w1s.yaml'}")
     assert "'maml-5w1s.yaml'" in str(info.value)
+
+
+# -- hostile files: every message is one line naming the file, the field, the bad value and what is allowed ----------
+
+TRAIN_FIELDS = "['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'seed']"
+LEARNER_FIELDS = ("['strategy', 'inner_lr', 'train_steps', 'test_steps', 'outer_lr', 'meta_batch', 'inner_optimizer', "
+                  "'meta_step', 'init']")
+STUDY_FIELDS = ("['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'search_space', "
+                "'objectives', 'sampler', 'pruner', 'storage', 'n_trials', 'timeout', 'baselines', 'seed']")
+SPACE_FIELDS = "['name', 'parameters', 'description', 'fixed']"
+PARAM_FIELDS = "['name', 'type', 'low', 'high', 'log', 'step', 'choices', 'when', 'label']"
+STRATEGIES = "['fomaml', 'maml', 'metasgd', 'pretrain', 'random', 'reptile']"
+NAME_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (a link: its target), by relative path: equal before and after
+    means nothing on disk changed."""
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            seen[key] = "link:" + os.readlink(path)
+        elif path.is_file():
+            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            seen[key] = "dir"
+    return seen
+
+
+def refused(load: Callable[[Path], object], path: Path) -> str:
+    """The one-line message ``load(path)`` is refused with; the folder of ``path`` is left byte for byte."""
+    before = snapshot(path.parent)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert snapshot(path.parent) == before
+    return message
+
+
+def _param(text: str, message: str, id: str) -> Any:
+    return pytest.param(text, message, id=id)
+
+
+HOSTILE_TRAIN = [
+    # not a mapping of fields
+    _param("- a\n- b\n", "the file must be a mapping of fields, but got list ['a', 'b'].", "document-list"),
+    _param("42\n", "the file must be a mapping of fields, but got int 42.", "document-int"),
+    _param("hello\n", "the file must be a mapping of fields, but got str 'hello'.", "document-str"),
+    _param("true\n", "the file must be a mapping of fields, but got bool True.", "document-bool"),
+    _param("learner: 3\n", "learner must be a mapping of fields, but got int 3.", "section-int"),
+    _param("learner: maml\n", "learner must be a mapping of fields, but got str 'maml'.", "section-str"),
+    _param("budget: [1000]\n", "budget must be a mapping of fields, but got list [1000].", "section-list"),
+    # unknown fields, top level and nested; keys that are not strings
+    _param("seeed: 1\n", f"seeed is not a known field; allowed fields: {TRAIN_FIELDS}.", "unknown-top"),
+    _param("learner: {inner_rate: 0.1}\n", f"learner.inner_rate is not a known field; allowed fields: {LEARNER_FIELDS}.",
+           "unknown-nested"),
+    _param("1: 2\n", f"1 is not a known field; allowed fields: {TRAIN_FIELDS}.", "key-int"),
+    _param("~: 2\n", f"None is not a known field; allowed fields: {TRAIN_FIELDS}.", "key-null"),
+    # int fields
+    _param("seed: '3'\n", "seed='3' must be an integer.", "int-quoted"),
+    _param("seed: 3.0\n", "seed=3.0 must be an integer.", "int-float"),
+    _param("seed: [3]\n", "seed=[3] must be an integer.", "int-list"),
+    _param("seed: {a: 1}\n", "seed={'a': 1} must be an integer.", "int-mapping"),
+    _param("seed: null\n", "seed=None must be an integer.", "int-null"),
+    _param("task: {ways: true}\n", "task.ways=True must be an integer.", "int-bool-true"),
+    _param("seed: false\n", "seed=False must be an integer.", "int-bool-false"),
+    _param("budget: {iterations: yes}\n", "budget.iterations=True must be an integer.", "int-bool-yes"),
+    _param("evaluation: {every_seconds: on}\n", "evaluation.every_seconds=True must be an integer.", "int-bool-on"),
+    _param("data: {image_size: .nan}\n", "data.image_size=nan must be an integer.", "int-nan"),
+    _param("data: {image_size: .inf}\n", "data.image_size=inf must be an integer.", "int-inf"),
+    _param("seed: 2024-01-01\n", "seed=datetime.date(2024, 1, 1) must be an integer.", "int-date"),
+    # float fields
+    _param("learner: {inner_lr: fast}\n", "learner.inner_lr='fast' must be a finite number.", "float-str"),
+    _param("learner: {inner_lr: true}\n", "learner.inner_lr=True must be a finite number.", "float-bool"),
+    _param("learner: {inner_lr: [0.1]}\n", "learner.inner_lr=[0.1] must be a finite number.", "float-list"),
+    _param("learner: {inner_lr: null}\n", "learner.inner_lr=None must be a finite number.", "float-null"),
+    _param("learner: {inner_lr: .nan}\n", "learner.inner_lr=nan must be a finite number.", "float-nan"),
+    _param("learner: {inner_lr: .NaN}\n", "learner.inner_lr=nan must be a finite number.", "float-NaN"),
+    _param("learner: {outer_lr: .inf}\n", "learner.outer_lr=inf must be a finite number.", "float-inf"),
+    _param("learner: {outer_lr: -.inf}\n", "learner.outer_lr=-inf must be a finite number.", "float-minus-inf"),
+    _param("learner: {meta_step: .Inf}\n", "learner.meta_step=inf must be a finite number.", "float-Inf"),
+    _param("budget: {seconds: .nan}\n", "budget.seconds=nan must be a finite number.", "optional-float-nan"),
+    _param("budget: {seconds: .inf}\n", "budget.seconds=inf must be a finite number.", "optional-float-inf"),
+    _param("budget: {seconds: soon}\n", "budget.seconds='soon' must be a finite number.", "optional-float-str"),
+    _param("budget: {seconds: false}\n", "budget.seconds=False must be a finite number.", "optional-float-bool"),
+    # str fields
+    _param("name: 5\n", "name=5 must be a string.", "str-int"),
+    _param("name: [a]\n", "name=['a'] must be a string.", "str-list"),
+    _param("name: {a: b}\n", "name={'a': 'b'} must be a string.", "str-mapping"),
+    _param("name: null\n", "name=None must be a string.", "str-null"),
+    _param("name: !!binary aGVsbG8=\n", "name=b'hello' must be a string.", "str-binary"),
+    # Literal fields
+    _param("learner: {strategy: 3}\n", f"learner.strategy=3 is not one of {STRATEGIES}.", "literal-int"),
+    _param("learner: {strategy: null}\n", f"learner.strategy=None is not one of {STRATEGIES}.", "literal-null"),
+    _param("learner: {strategy: MAML}\n", f"learner.strategy='MAML' is not one of {STRATEGIES}.", "literal-case"),
+    _param("data: {protocol: true}\n", "data.protocol=True is not one of ['lake', 'maml', 'vinyals'].", "literal-bool"),
+    _param("architecture: {norm: [batch]}\n", "architecture.norm=['batch'] is not one of ['batch', 'instance', "
+           "'layer', 'none'].", "literal-list"),
+    _param("architecture: {activation: ReLU}\n", "architecture.activation='ReLU' is not one of ['elu', 'gelu', "
+           "'leaky_relu', 'relu', 'silu', 'tanh'].", "literal-activation"),
+    _param("architecture: {downsample: avgpool}\n", "architecture.downsample='avgpool' is not one of ['maxpool', "
+           "'stride'].", "literal-downsample"),
+    _param("architecture: {head: linear}\n", "architecture.head='linear' is not one of ['flatten', 'mean'].",
+           "literal-head"),
+    _param("learner: {inner_optimizer: rmsprop}\n", "learner.inner_optimizer='rmsprop' is not one of ['adam', 'sgd'].",
+           "literal-optimizer"),
+    _param("learner: {init: zeros}\n", "learner.init='zeros' is not one of ['kaiming', 'orthogonal', 'xavier'].",
+           "literal-init"),
+]
+
+_RANGES = [  # field, bad value, value shown, what is allowed
+    ("data.image_size", "7", "7", "an integer in [8, 105]"),
+    ("data.image_size", "106", "106", "an integer in [8, 105]"),
+    ("task.ways", "1", "1", "an integer in [2, 10000]"),
+    ("task.ways", "10001", "10001", "an integer in [2, 10000]"),
+    ("task.shots", "0", "0", "an integer >= 1"),
+    ("task.query", "0", "0", "an integer >= 1"),
+    ("task.query", "-3", "-3", "an integer >= 1"),
+    ("architecture.blocks", "0", "0", "an integer in [1, 8]"),
+    ("architecture.blocks", "9", "9", "an integer in [1, 8]"),
+    ("architecture.channels", "0", "0", "an integer in [1, 1024]"),
+    ("architecture.channels", "1025", "1025", "an integer in [1, 1024]"),
+    ("architecture.kernel", "2", "2", "one of [1, 3, 5, 7]"),
+    ("architecture.kernel", "9", "9", "one of [1, 3, 5, 7]"),
+    ("learner.inner_lr", "0", "0.0", "a number > 0"),
+    ("learner.inner_lr", "-0.1", "-0.1", "a number > 0"),
+    ("learner.outer_lr", "0.0", "0.0", "a number > 0"),
+    ("learner.train_steps", "0", "0", "an integer in [1, 1000]"),
+    ("learner.train_steps", "1001", "1001", "an integer in [1, 1000]"),
+    ("learner.test_steps", "-1", "-1", "an integer in [0, 10000]"),
+    ("learner.test_steps", "10001", "10001", "an integer in [0, 10000]"),
+    ("learner.meta_batch", "0", "0", "an integer in [1, 10000]"),
+    ("learner.meta_batch", "10001", "10001", "an integer in [1, 10000]"),
+    ("learner.meta_step", "0", "0.0", "a number in (0, 1]"),
+    ("learner.meta_step", "1.5", "1.5", "a number in (0, 1]"),
+    ("budget.iterations", "-1", "-1", "an integer in [0, 10^9]"),
+    ("budget.iterations", "1000000001", "1000000001", "an integer in [0, 10^9]"),
+    ("budget.seconds", "0", "0.0", "a number of seconds in (0, 10^9], or null"),
+    ("budget.seconds", "-60", "-60.0", "a number of seconds in (0, 10^9], or null"),
+    ("budget.seconds", "1.0e+10", "10000000000.0", "a number of seconds in (0, 10^9], or null"),
+    ("evaluation.dev_episodes", "0", "0", "an integer in [1, 100000]"),
+    ("evaluation.dev_episodes", "100001", "100001", "an integer in [1, 100000]"),
+    ("evaluation.every", "0", "0", "an integer in [1, 10^9]"),
+    ("evaluation.every", "1000000001", "1000000001", "an integer in [1, 10^9]"),
+    ("evaluation.every_seconds", "0", "0", "a whole number of seconds >= 1, or null"),
+    ("evaluation.every_seconds", "1000000001", "1000000001", "a whole number of seconds >= 1, or null"),
+    ("evaluation.batch", "0", "0", "an integer in [1, 10000]"),
+    ("evaluation.batch", "10001", "10001", "an integer in [1, 10000]"),
+    ("evaluation.seed", "-1", "-1", "an integer in [0, 4294967295]"),
+    ("evaluation.seed", "4294967296", "4294967296", "an integer in [0, 4294967295]"),
+    ("seed", "-1", "-1", "an integer in [0, 4294967295]"),
+    ("seed", "4294967296", "4294967296", "an integer in [0, 4294967295]"),
+    ("name", "''", "''", "a name of 1 to 200 printable characters"),
+    ("name", '"a\\tb"', "'a\\tb'", "a name of 1 to 200 printable characters"),
+]
+
+
+def _yaml_of(field: str, value: str) -> str:
+    section, _, name = field.rpartition(".")
+    return f"{section}: {{{name}: {value}}}\n" if section else f"{field}: {value}\n"
+
+
+HOSTILE_TRAIN += [
+    _param(_yaml_of(f, v), f"{f}={shown} is not allowed: expected {allowed}.", f"range-{f}={v}")
+    for f, v, shown, allowed in _RANGES
+]
+HOSTILE_TRAIN += [
+    _param("task: {shots: 1, query: 20}\n", "task.shots + task.query=21 is not allowed: expected at most 20 (Omniglot "
+           "has 20 drawings of each character).", "range-shots+query"),
+    _param("task: {shots: 15, query: 15}\n", "task.shots + task.query=30 is not allowed: expected at most 20 (Omniglot "
+           "has 20 drawings of each character).", "range-shots+query-30"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE_TRAIN)
+def test_hostile_training_config_is_refused_in_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    assert refused(load_train_config, path) == f"{path}: {message}"
+    assert refused(lambda p: load_config(TrainConfig, p), path) == f"{path}: {message}"
+
+
+STUDY_BASE = "name: st\nsearch_space: space.yaml\ntask: {ways: 5, shots: 1, query: 2}\n"
+HOSTILE_STUDY = [
+    _param("null\n", f"search_space is required but missing; fields: {STUDY_FIELDS}.", "document-null"),
+    _param("", f"search_space is required but missing; fields: {STUDY_FIELDS}.", "document-empty"),
+    _param("name: st\n", f"search_space is required but missing; fields: {STUDY_FIELDS}.", "required-missing"),
+    _param("name: st\nsearch_space: null\n", "search_space=None must be a string.", "required-null"),
+    _param("name: st\nsearch_space: [space.yaml]\n", "search_space=['space.yaml'] must be a string.", "required-list"),
+    _param("name: null\nsearch_space: space.yaml\n", "name=None must be a string.", "name-null"),
+    _param("- 1\n", "the file must be a mapping of fields, but got list [1].", "document-list"),
+    _param(STUDY_BASE + "n_trails: 5\n", f"n_trails is not a known field; allowed fields: {STUDY_FIELDS}.", "unknown"),
+    _param(STUDY_BASE + "sampler: {name: tpe, seeds: 1}\n", "sampler.seeds is not a known field; allowed fields: "
+           "['name', 'seed', 'n_startup_trials'].", "unknown-nested"),
+    _param(STUDY_BASE + "n_trials: 0\n", "n_trials=0 is not allowed: expected an integer in [1, 10^6].", "n_trials-0"),
+    _param(STUDY_BASE + "n_trials: 1000001\n", "n_trials=1000001 is not allowed: expected an integer in [1, 10^6].",
+           "n_trials-above"),
+    _param(STUDY_BASE + "n_trials: true\n", "n_trials=True must be an integer.", "n_trials-bool"),
+    _param(STUDY_BASE + "n_trials: 2.5\n", "n_trials=2.5 must be an integer.", "n_trials-float"),
+    _param(STUDY_BASE + "timeout: 0\n", "timeout=0.0 is not allowed: expected a number of seconds in (0, 10^9], or "
+           "null.", "timeout-0"),
+    _param(STUDY_BASE + "timeout: -5\n", "timeout=-5.0 is not allowed: expected a number of seconds in (0, 10^9], or "
+           "null.", "timeout-negative"),
+    _param(STUDY_BASE + "timeout: 1.0e+10\n", "timeout=10000000000.0 is not allowed: expected a number of seconds in "
+           "(0, 10^9], or null.", "timeout-above"),
+    _param(STUDY_BASE + "timeout: .nan\n", "timeout=nan must be a finite number.", "timeout-nan"),
+    _param(STUDY_BASE + "timeout: .inf\n", "timeout=inf must be a finite number.", "timeout-inf"),
+    _param(STUDY_BASE + "pruner: {name: hyperband, reduction_factor: 1}\n", "pruner.reduction_factor=1 is not allowed: "
+           "expected an integer in [2, 100].", "reduction_factor-1"),
+    _param(STUDY_BASE + "pruner: {name: hyperband, reduction_factor: 101}\n", "pruner.reduction_factor=101 is not "
+           "allowed: expected an integer in [2, 100].", "reduction_factor-101"),
+    _param(STUDY_BASE + "pruner: {name: hyperband, reduction_factor: 2.5}\n", "pruner.reduction_factor=2.5 must be an "
+           "integer.", "reduction_factor-float"),
+    _param(STUDY_BASE + "pruner: {name: wilcoxon, p_threshold: 0}\n", "pruner.p_threshold=0.0 is not allowed: expected "
+           "a number in (0, 1).", "p_threshold-0"),
+    _param(STUDY_BASE + "pruner: {name: wilcoxon, p_threshold: 1}\n", "pruner.p_threshold=1.0 is not allowed: expected "
+           "a number in (0, 1).", "p_threshold-1"),
+    _param(STUDY_BASE + "pruner: {name: wilcoxon, p_threshold: .nan}\n", "pruner.p_threshold=nan must be a finite "
+           "number.", "p_threshold-nan"),
+    _param(STUDY_BASE + "pruner: {n_startup_trials: -1}\n", "pruner.n_startup_trials=-1 is not allowed: expected an "
+           "integer in [0, 10^6].", "pruner-n_startup_trials"),
+    _param(STUDY_BASE + "pruner: {n_warmup_steps: -1}\n", "pruner.n_warmup_steps=-1 is not allowed: expected an "
+           "integer in [0, 10^9].", "pruner-n_warmup_steps"),
+    _param(STUDY_BASE + "sampler: {seed: -1}\n", "sampler.seed=-1 is not allowed: expected an integer in "
+           "[0, 4294967295], or null.", "sampler-seed"),
+    _param(STUDY_BASE + "sampler: {n_startup_trials: 1000001}\n", "sampler.n_startup_trials=1000001 is not allowed: "
+           "expected an integer in [0, 10^6].", "sampler-n_startup_trials"),
+    _param(STUDY_BASE + "objectives: dev_loss\n", "objectives='dev_loss' must be a list.", "objectives-str"),
+    _param(STUDY_BASE + "objectives: []\n", "objectives=[] is not allowed: expected a list starting with 'dev_loss' "
+           "(optionally followed by 'parameters' or 'latency').", "objectives-empty"),
+    _param(STUDY_BASE + "objectives: [accuracy]\n", "objectives[0]='accuracy' is not one of ['dev_loss', 'latency', "
+           "'parameters'].", "objectives-unknown"),
+    _param(STUDY_BASE + "baselines: maml\n", "baselines='maml' must be a list.", "baselines-str"),
+    _param(STUDY_BASE + "baselines: [1]\n", "baselines[0]=1 must be a string.", "baselines-int"),
+    _param(STUDY_BASE + "storage: 5\n", "storage=5 must be a string.", "storage-int"),
+    _param(STUDY_BASE.replace("ways: 5", "ways: 147") + "data: {protocol: lake}\n", "task.ways=147 is not allowed: "
+           "expected at most 146, the classes of the 'lake' protocol's dev split.", "ways-above-protocol"),
+]
+HOSTILE_STUDY += [
+    _param(f"name: {written}\nsearch_space: space.yaml\n", f"name={shown} is not allowed: expected {NAME_RULE}.",
+           f"study-name-{label}")
+    for label, written, shown in [("slash", "a/b", "'a/b'"), ("dotdot", "'..'", "'..'"), ("parent", "../x", "'../x'"),
+                                  ("space", "a b", "'a b'"), ("hidden", ".hidden", "'.hidden'"), ("empty", "''", "''"),
+                                  ("backslash", "'a\\b'", "'a\\\\b'"), ("tab", '"a\\tb"', "'a\\tb'")]
+]
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE_STUDY)
+def test_hostile_study_file_is_refused_in_one_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    assert refused(load_study_spec, path) == f"{path}: {message}"
+
+
+def test_a_study_name_of_101_characters_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: {'a' * 101}\nsearch_space: space.yaml\n")
+    assert refused(load_study_spec, path) == (f"{path}: name='{'a' * 27}...{'a' * 28}' is not allowed: expected "
+                                              f"{NAME_RULE}.")
+
+
+@pytest.mark.xfail(strict=True, reason="StudySpec.name inherits RunSections' default 'learner': a study file without "
+                                       "a name is accepted and its study is silently called 'learner'")
+def test_a_study_file_without_a_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    path = tmp_path / "study.yaml"
+    path.write_text("search_space: space.yaml\n")
+    assert refused(load_study_spec, path) == f"{path}: name is required but missing; fields: {STUDY_FIELDS}."
+
+
+HOSTILE_SPACE = [
+    _param("- 1\n", "the file must be a mapping of fields, but got list [1].", "document-list"),
+    _param("null\n", f"name is required but missing; fields: {SPACE_FIELDS}.", "document-null"),
+    _param("name: s\n", f"parameters is required but missing; fields: {SPACE_FIELDS}.", "parameters-missing"),
+    _param("name: s\nparameters: null\n", "parameters=None must be a list.", "parameters-null"),
+    _param("name: s\nparameters: {a: 1}\n", "parameters={'a': 1} must be a list.", "parameters-mapping"),
+    _param("name: s\nparameters: [3]\n", "parameters[0] must be a mapping of fields, but got int 3.", "parameter-int"),
+    _param("name: s\nparameters: [{type: int, low: 1, high: 2}]\n",
+           f"parameters[0].name is required but missing; fields: {PARAM_FIELDS}.", "parameter-name-missing"),
+    _param("name: s\nparameters: [{name: architecture.blocks, type: int, low: one, high: 3}]\n",
+           "parameters[0].low='one' must be a finite number.", "low-str"),
+    _param("name: s\nparameters: [{name: learner.inner_lr, type: float, low: .nan, high: 3}]\n",
+           "parameters[0].low=nan must be a finite number.", "low-nan"),
+    _param("name: s\nparameters: [{name: learner.inner_lr, type: float, low: 0.1, high: .inf}]\n",
+           "parameters[0].high=inf must be a finite number.", "high-inf"),
+    _param("name: s\nparameters: [{name: learner.inner_lr, type: float, low: 0.1, high: 1, log: 1}]\n",
+           "parameters[0].log=1 must be true or false.", "bool-int"),
+    _param("name: s\nparameters: [{name: architecture.blocks, type: int, low: 1.5, high: 3}]\n",
+           "parameters[0].low/high=(1.5, 3.0) is not allowed: expected integers for an int parameter.", "int-fraction"),
+    _param("name: s\nparameters: [{name: architecture.blocks, type: int, low: 1, high: 20}]\n",
+           "parameters[0] (architecture.blocks): 20 is not a valid value: architecture.blocks=20 is not allowed: "
+           "expected an integer in [1, 8].", "range-outside-field"),
+    _param("name: s\nparameters: [{name: architecture.blocks, type: int, low: 1, high: 4, step: 0}]\n",
+           "parameters[0].step=0.0 is not allowed: expected a number in (0, high - low = 3], or unset.", "step-0"),
+    _param("name: s\nparameters: [{name: budget.iterations, type: int, low: 1, high: 3}]\n",
+           "parameters[0].name='budget.iterations' is not allowed: expected one of ['architecture.blocks', "
+           "'architecture.channels', 'architecture.kernel', 'architecture.downsample', 'architecture.norm', "
+           "'architecture.activation', 'architecture.head', 'learner.strategy', 'learner.inner_lr', "
+           "'learner.train_steps', 'learner.test_steps', 'learner.outer_lr', 'learner.meta_batch', "
+           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init'].", "name-not-searchable"),
+    _param("name: s\nparameters: []\nfixed: {architecture.blocks: 99}\n",
+           "fixed: architecture.blocks=99 is not allowed: expected an integer in [1, 8].", "fixed-out-of-range"),
+    _param("name: s\nparameters: []\nfixed: {architecture.depth: 3}\n",
+           "fixed: architecture.depth is not a field of a training config.", "fixed-unknown"),
+    _param("name: s\nparameters: []\nfixed: [1]\n", "fixed=[1] must be a mapping.", "fixed-list"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE_SPACE)
+def test_hostile_search_space_is_refused_in_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    assert refused(load_search_space, path) == f"{path}: {message}"
+
+
+def test_a_bad_search_space_named_by_a_study_is_reported_with_its_own_file(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text("- not a space\n")
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY_BASE)
+    assert refused(load_study_spec, path) == (f"{tmp_path / 'space.yaml'}: the file must be a mapping of fields, but "
+                                              "got list ['not a space'].")
+
+
+# -- hostile YAML: the reader itself ------------------------------------------------------------------------------
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        pytest.param("seed: 1\nseed: 2\n", r"is not valid YAML at line 2: the key 'seed' appears twice \(first on line "
+                     r"1\)\.", id="duplicate-key"),
+        pytest.param("learner: {strategy: maml, strategy: reptile}\n", r"is not valid YAML at line 1: the key "
+                     r"'strategy' appears twice \(first on line 1\)\.", id="duplicate-key-nested"),
+        pytest.param("task:\n  ways: 5\n  ways: 20\n", r"is not valid YAML at line 3: the key 'ways' appears twice "
+                     r"\(first on line 2\)\.", id="duplicate-key-block"),
+        pytest.param("seed: 1\n---\nseed: 2\n", r"is not valid YAML at line 2: .*another document\.",
+                     id="several-documents"),
+        pytest.param("seed: !!python/object/apply:os.system ['true']\n", r"is not plain YAML at line 1: could not "
+                     r"determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system' \(tags "
+                     r"such as !!python/object are not allowed\)\.", id="tag-python-apply"),
+        pytest.param("!!python/object:builtins.dict {}\n", r"is not plain YAML at line 1: could not determine a "
+                     r"constructor for the tag 'tag:yaml.org,2002:python/object:builtins.dict' \(tags such as "
+                     r"!!python/object are not allowed\)\.", id="tag-python-object"),
+        pytest.param("name: !!python/name:os.system\n", r"is not plain YAML at line 1: could not determine a "
+                     r"constructor for the tag 'tag:yaml.org,2002:python/name:os.system' \(tags such as "
+                     r"!!python/object are not allowed\)\.", id="tag-python-name"),
+        pytest.param("seed: !custom 3\n", r"is not plain YAML at line 1: could not determine a constructor for the "
+                     r"tag '!custom' \(tags such as !!python/object are not allowed\)\.", id="tag-local"),
+        pytest.param("seed: *nope\n", r"is not valid YAML at line 1: found undefined alias 'nope'\.",
+                     id="undefined-alias"),
+        pytest.param(LAUGHS, r"is not valid YAML at line \d+: it expands to more than 100000 values \(anchors and "
+                     r"aliases\?\)\.", id="billion-laughs"),
+        pytest.param("a: " + "{b: " * 1000 + "1" + "}" * 1000 + "\n", r"is nested too deeply to be a nas-meta YAML "
+                     r"file\.", id="deep-mappings"),
+        pytest.param("a: " + "[" * 700 + "]" * 700 + "\n", r"is nested too deeply to be a nas-meta YAML file\.",
+                     id="deep-lists"),
+        pytest.param("task: {ways: [}\n", r"is not valid YAML at line 1: expected the node content, but found '}'\.",
+                     id="malformed-flow"),
+        pytest.param("seed:\t1\n", r"is not valid YAML at line 1: found character '\\t' that cannot start any "
+                     r"token\.", id="tab"),
+    ],
+)
+def test_hostile_yaml_is_refused_quickly_naming_the_file(tmp_path: Path, text: str, pattern: str) -> None:
+    path = write(tmp_path, text)
+    start = time.perf_counter()
+    message = refused(load_train_config, path)
+    assert time.perf_counter() - start < 3.0  # a "billion laughs" file is refused, not expanded
+    assert re.fullmatch(re.escape(f"{path}: ") + pattern, message), message
+    assert refused(read_yaml, path) == message
+
+
+def test_a_file_over_one_mebibyte_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"# padding\n" * (MAX_YAML_BYTES // 10) + b"seed: 1\n")
+    assert path.stat().st_size > MAX_YAML_BYTES
+    assert refused(load_train_config, path) == (f"{path}: is larger than 1024 KiB; nas-meta's YAML files are a few "
+                                                "kB.")
+
+
+@pytest.mark.parametrize(
+    ("raw", "byte"),
+    [
+        pytest.param(b"name: caf\xe9\n", 9, id="latin-1"),
+        pytest.param("name: x\n".encode("utf-16"), 0, id="utf-16"),
+        pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00", 0, id="binary"),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path, raw: bytes, byte: int) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(raw)
+    assert refused(load_train_config, path) == f"{path}: is not UTF-8 text (byte {byte}); is it a YAML file?"
+
+
+def test_a_folder_or_a_missing_file_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    assert refused(load_train_config, folder) == f"{folder}: is a folder, not a YAML file."
+    assert refused(read_yaml, tmp_path / "absent.yaml") == f"{tmp_path / 'absent.yaml'}: no such file."
+    assert refused(load_study_spec, tmp_path / "absent.yaml") == f"{tmp_path / 'absent.yaml'}: no such file."
+    assert refused(load_search_space, folder) == f"{folder}: is a folder, not a YAML file."
+
+
+HUGE = "x" * 400_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"name: {HUGE}\n", id="huge-string"),
+        pytest.param(f"learner: {{strategy: {HUGE}}}\n", id="huge-literal"),
+        pytest.param(f"seed: {'9' * 5000}\n", id="huge-integer"),
+        pytest.param(f"task: {{ways: {'9' * 4000}}}\n", id="huge-integer-in-range-check"),
+        pytest.param(f"{HUGE}: 1\n", id="huge-key"),
+        pytest.param(f"learner: {{{HUGE}: 1}}\n", id="huge-nested-key"),
+        pytest.param(f"name: [{', '.join(['ab'] * 50_000)}]\n", id="huge-list"),
+        pytest.param(f"- {HUGE}\n", id="huge-document"),
+    ],
+)
+def test_a_huge_value_is_never_echoed(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    message = refused(load_train_config, path)
+    assert message.startswith(f"{path}: ") and len(message) < 300 + len(str(path)), message
+    assert "x" * 100 not in message and "9" * 100 not in message and "ab, " * 20 not in message
+
+
+# -- --set KEY=VALUE overrides ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("setting", "pattern"),
+    [
+        pytest.param("noequals", r"--set 'noequals' is not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.",
+                     id="no-equals"),
+        pytest.param("=5", r"--set '=5' is not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.", id="empty-key"),
+        pytest.param(" =5", r"--set ' =5' is not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.", id="blank-key"),
+        pytest.param("bogus=1", r"--set 'bogus=1': 'bogus' is not a field of .*; fields: "
+                     + re.escape(TRAIN_FIELDS) + r"\.", id="unknown-top"),
+        pytest.param("learner.bogus=1", r"--set 'learner\.bogus=1': 'bogus' is not a field of learner; fields: "
+                     + re.escape(LEARNER_FIELDS) + r"\.", id="unknown-nested"),
+        pytest.param("learner.=1", r"--set 'learner\.=1': '' is not a field of learner; fields: "
+                     + re.escape(LEARNER_FIELDS) + r"\.", id="empty-part"),
+        pytest.param("learner.inner_lr.x=1", r"--set 'learner\.inner_lr\.x=1': learner\.inner_lr has no fields\.",
+                     id="into-a-scalar"),
+        pytest.param("seed.x=1", r"--set 'seed\.x=1': seed has no fields\.", id="into-a-top-scalar"),
+        pytest.param("seed=[", r"--set 'seed=\[': the value is not valid YAML \(.*\)\.", id="bad-yaml"),
+        pytest.param("seed=*a", r"--set 'seed=\*a': the value is not valid YAML \(found undefined alias 'a'.*\)\.",
+                     id="undefined-alias"),
+        pytest.param("seed=!!python/object/apply:os.system [true]", r"--set 'seed=!!python/object/apply:os\.system "
+                     r"\[true\]': the value is not valid YAML \(could not determine a constructor for the tag .*\)\.",
+                     id="python-tag"),
+        pytest.param("seed={a: 1, a: 2}", r"--set 'seed=\{a: 1, a: 2\}': the value is not valid YAML \(the key 'a' "
+                     r"appears twice.*\)\.", id="duplicate-key"),
+    ],
+)
+def test_a_malformed_override_is_refused(tmp_path: Path, setting: str, pattern: str) -> None:
+    path = write(tmp_path, "learner: {strategy: maml}\n")
+    message = refused(lambda p: load_train_config(p, [setting]), path)
+    assert re.search(pattern + "$", message), message
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        pytest.param("learner.inner_lr=-1", "learner.inner_lr=-1.0 is not allowed: expected a number > 0.",
+                     id="out-of-range"),
+        pytest.param("learner.inner_lr=.nan", "learner.inner_lr=nan must be a finite number.", id="nan"),
+        pytest.param("budget.seconds=.inf", "budget.seconds=inf must be a finite number.", id="inf"),
+        pytest.param("learner.strategy=mamll", f"learner.strategy='mamll' is not one of {STRATEGIES}.",
+                     id="literal"),
+        pytest.param("task.ways=true", "task.ways=True must be an integer.", id="bool-for-int"),
+        pytest.param("task.query=20", "task.shots + task.query=21 is not allowed: expected at most 20 (Omniglot has "
+                     "20 drawings of each character).", id="cross-field"),
+        pytest.param("learner=3", "learner must be a mapping of fields, but got int 3.", id="section-scalar"),
+        pytest.param("learner={bogus: 1}", f"learner.bogus is not a known field; allowed fields: {LEARNER_FIELDS}.",
+                     id="section-unknown-field"),
+    ],
+)
+def test_an_invalid_override_value_names_the_file_and_the_override(tmp_path: Path, setting: str,
+                                                                   message: str) -> None:
+    path = write(tmp_path, "learner: {strategy: maml}\n")
+    assert refused(lambda p: load_train_config(p, [setting]), path) == f"{path} with --set {setting}: {message}"
+
+
+def test_an_invalid_override_of_a_study_names_the_study_file(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY_BASE)
+    assert refused(lambda p: load_study_spec(p, ["n_trials=0"]), path) == (
+        f"{path} with --set n_trials=0: n_trials=0 is not allowed: expected an integer in [1, 10^6].")
+    assert refused(lambda p: load_study_spec(p, ["name=../x"]), path) == (
+        f"{path} with --set name=../x: name='../x' is not allowed: expected {NAME_RULE}.")
+
+
+@pytest.mark.xfail(strict=True, reason="a --set that is not KEY=VALUE, names an unknown key, reaches into a scalar or "
+                                       "holds invalid YAML is reported without the file it was applied to")
+@pytest.mark.parametrize("setting", ["noequals", "bogus=1", "learner.inner_lr.x=1", "seed=["])
+def test_every_override_message_names_the_file(tmp_path: Path, setting: str) -> None:
+    path = write(tmp_path, "learner: {strategy: maml}\n")
+    assert str(path) in refused(lambda p: load_train_config(p, [setting]), path)
+
+
+@pytest.mark.xfail(strict=True, reason="'<file> with --set <all overrides>' echoes every override in full, so a huge "
+                                       "value (or key) is repeated in the message")
+@pytest.mark.parametrize("setting", [f"name={HUGE}", f"learner.strategy={HUGE}", f"{HUGE}=1"])
+def test_a_huge_override_is_never_echoed(tmp_path: Path, setting: str) -> None:
+    path = write(tmp_path, "learner: {strategy: maml}\n")
+    message = refused(lambda p: load_train_config(p, [setting]), path)
+    assert len(message) < 300 + len(str(path)) and "x" * 100 not in message

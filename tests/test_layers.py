@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("inference", "studies"),               # using a saved learner; reading search studies
     ("search",),                            # space walk, objective, study set-up, workers
     ("report",),                            # views
-    ("export", "compare"),
+    ("export", "compare", "dashboard"),
     ("api",),                               # the facade
     ("__init__",),                          # the package: re-exports the facade
     ("progress",),                          # the command line's progress bars

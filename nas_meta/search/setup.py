@@ -38,7 +38,7 @@ from ..storage import (
     redact,
     study_lock,
 )
-from ..studies import StudyAttr, TrialAttr
+from ..studies import StudyAttr, StudyText, TrialAttr, record_study_texts, study_texts
 from .space import baseline_params
 
 logger = logging.getLogger(__name__)
@@ -202,17 +202,21 @@ def study_file_text(setup: SearchSetup) -> str:
     return text + "".join(f"\n# --set {redact(setting)}" for setting in setup.overrides)
 
 
-def study_file_record(setup: SearchSetup) -> dict[str, str]:
-    """What is recorded on the study: protocol, study file, search space and package version."""
+def study_record(setup: SearchSetup) -> dict[str, str]:
+    """What is recorded on the study as user attributes: protocol, study file name, version, objectives, artifacts."""
     return {
         StudyAttr.PROTOCOL: setup.spec.data.protocol,
-        StudyAttr.STUDY_FILE: study_file_text(setup),
         StudyAttr.STUDY_FILE_NAME: str(setup.study_path),
-        StudyAttr.SEARCH_SPACE: resolve_relative(setup.study_path, setup.spec.search_space).read_text(),
         StudyAttr.VERSION: __version__,
         StudyAttr.OBJECTIVES: ",".join(setup.spec.objectives),
         StudyAttr.ARTIFACTS_DIR: record_artifacts_dir(setup.storage, setup.artifacts_dir),
     }
+
+
+def study_file_texts(setup: SearchSetup) -> dict[str, str]:
+    """The study file and search space texts recorded once on the study (:class:`StudyText`)."""
+    return {StudyText.STUDY_FILE: study_file_text(setup),
+            StudyText.SEARCH_SPACE: resolve_relative(setup.study_path, setup.spec.search_space).read_text()}
 
 
 def open_study(setup: SearchSetup, *, force: bool = False) -> optuna.Study:
@@ -237,22 +241,23 @@ def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
         directions = [optuna.study.StudyDirection.MINIMIZE] * len(spec.objectives)
         study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=sampler,
                                     pruner=pruner, directions=directions, load_if_exists=True)  # a lockless race
-    record = study_file_record(setup)
-    stored = study.user_attrs.get(StudyAttr.STUDY_FILE)
-    if stored is None:
-        for key, value in record.items():
+    texts, stored = study_file_texts(setup), study_texts(study)
+    if not stored:
+        for key, value in study_record(setup).items():
             study.set_user_attr(key, value)
-        study.set_metric_names([o.replace("_", " ") for o in spec.objectives])  # names in the dashboard
+        record_study_texts(study, texts)
+        study.set_metric_names(list(spec.objectives))  # Optuna's own name for each objective: dev_loss, …
         if not study.trials:
             for name in setup.baselines:
                 config = baseline_config(name, spec, setup.study_path)
                 study.enqueue_trial(baseline_params(setup.space, config), user_attrs={TrialAttr.BASELINE: name},
                                     skip_if_exists=True)
-    elif stored != record[StudyAttr.STUDY_FILE] or study.user_attrs.get(StudyAttr.SEARCH_SPACE) != record[StudyAttr.SEARCH_SPACE]:
-        diff = "".join(difflib.unified_diff(
-            (stored + "\n").splitlines(True) + (study.user_attrs.get(StudyAttr.SEARCH_SPACE, "") + "\n").splitlines(True),
-            (record[StudyAttr.STUDY_FILE] + "\n").splitlines(True) + (record[StudyAttr.SEARCH_SPACE] + "\n").splitlines(True),
-            fromfile=f"study {setup.study_name!r} as created", tofile=str(setup.study_path)))
+    elif stored != texts:
+        def lines(recorded: dict[str, str]) -> list[str]:
+            return "".join(recorded.get(k, "") + "\n" for k in (StudyText.STUDY_FILE, StudyText.SEARCH_SPACE)).splitlines(True)
+
+        diff = "".join(difflib.unified_diff(lines(stored), lines(texts), fromfile=f"study {setup.study_name!r} as created",
+                                            tofile=str(setup.study_path)))
         if not force:
             raise ConfigError(
                 f"study {setup.study_name!r} in {setup.storage.url} was created from a different study file or "

@@ -25,7 +25,7 @@ from nas_meta.checkpoint import load_checkpoint
 from nas_meta.config import ParamSpec, PrunerSpec, SamplerSpec, SearchSpace
 from nas_meta.search import prepare, search
 from nas_meta.storage import artifact_store
-from nas_meta.studies import summarize, trial_config
+from nas_meta.studies import StudyText, study_texts, summarize, trial_config
 from nas_meta.training import Step
 from tests.helpers_study import make_study
 from tests.search.helpers import (
@@ -248,7 +248,8 @@ def test_trials_states_attributes_and_baselines(searched: tuple[Path, str]) -> N
             assert sorted(t.intermediate_values) == [4, 8]
     attrs = study.user_attrs
     assert attrs["protocol"] == "maml" and attrs["nas_meta_version"] == nas_meta.__version__
-    assert attrs["study_file"] == study_path.read_text() and "tiny-space" in attrs["search_space"]
+    texts = study_texts(study)
+    assert texts[StudyText.STUDY_FILE] == study_path.read_text() and "tiny-space" in texts[StudyText.SEARCH_SPACE]
 
 
 @slow

@@ -40,7 +40,7 @@ from nas_meta.search import (
     search,
     suggest_config,
 )
-from nas_meta.studies import StudyAttr, TrialAttr
+from nas_meta.studies import StudyAttr, StudyText, TrialAttr, study_texts
 from tests.conftest import REPO
 from tests.helpers_study import SPACE as TINY_SPACE_YAML
 from tests.helpers_study import make_study
@@ -274,13 +274,16 @@ def test_a_new_study_records_its_files_and_queues_its_baselines_once(tmp_path: P
         assert trial.user_attrs == {TrialAttr.BASELINE: name}
         expected = baseline_params(setup.space, baseline_config(name, setup.spec, study_path))
         assert trial.system_attrs["fixed_params"] == expected  # what enqueue_trial asks the trial to take
+    assert study_texts(study) == {StudyText.STUDY_FILE: study_path.read_text(), StudyText.SEARCH_SPACE: TINY_SPACE_YAML}
     attrs = study.user_attrs
-    assert attrs[StudyAttr.STUDY_FILE] == study_path.read_text() and attrs[StudyAttr.SEARCH_SPACE] == TINY_SPACE_YAML
+    assert set(attrs) == {StudyAttr.PROTOCOL, StudyAttr.STUDY_FILE_NAME, StudyAttr.VERSION, StudyAttr.OBJECTIVES,
+                          StudyAttr.ARTIFACTS_DIR}  # short values only: `optuna studies` stays readable
     assert attrs[StudyAttr.STUDY_FILE_NAME] == str(study_path) and attrs[StudyAttr.PROTOCOL] == "maml"
     assert attrs[StudyAttr.VERSION] == nas_meta.__version__ and attrs[StudyAttr.OBJECTIVES] == "dev_loss"
     recorded = tmp_path / attrs[StudyAttr.ARTIFACTS_DIR]  # recorded relative to the journal's folder, or absolute
     assert recorded.resolve() == setup.artifacts_dir.resolve() == (tmp_path / "s-artifacts").resolve()
-    assert study.metric_names == ["dev loss"]
+    assert study.metric_names == ["dev_loss"]
+    assert list(study.trials_dataframe().filter(like="value").columns) == ["value_dev_loss"]
     again = open_study(prepare(study_path, storage=f"journal:{tmp_path / 's.journal'}"))
     assert len(again.get_trials()) == 2  # resuming queues nothing more
 

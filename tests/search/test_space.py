@@ -94,7 +94,10 @@ def test_conditional_parameters_follow_the_strategy() -> None:
     for t in study.trials:
         strategy = t.params["learner.strategy"]
         assert ("learner.meta_step" in t.params) == (strategy == "reptile")
-        assert ("learner.inner_lr.reptile" in t.params) == (strategy == "reptile")
+        assert "learner.inner_lr" in t.params  # one name for the concept, its range by strategy
+        low, high = (1e-4, 0.5) if strategy == "reptile" else (0.01, 1.0)
+        assert low <= t.params["learner.inner_lr"] <= high
+        assert t.distributions["learner.inner_lr"].low == low
         assert ("learner.outer_lr" in t.params) == (strategy in ("maml", "fomaml", "metasgd", "pretrain"))
         assert ("learner.train_steps" in t.params) == (strategy in ("maml", "fomaml", "metasgd", "reptile"))
 
@@ -139,3 +142,17 @@ def test_baseline_params_refuse_a_value_outside_the_space(learner: dict[str, obj
 def test_baseline_params_refuse_a_value_the_space_fixes_otherwise() -> None:
     with pytest.raises(ConfigError, match=r"baseline 'b': architecture\.channels=64 differs from the space's fixed 16\."):
         baseline_params(CHAINED, TrainConfig(name="b"))
+
+
+def test_one_name_may_hold_several_ranges_only_under_exclusive_conditions() -> None:
+    strategy = ParamSpec("learner.strategy", "categorical", choices=("maml", "reptile"))
+    maml = ParamSpec("learner.inner_lr", "float", low=0.01, high=1.0, log=True, when={"learner.strategy": ["maml"]})
+    reptile = ParamSpec("learner.inner_lr", "float", low=1e-4, high=0.5, log=True, when={"learner.strategy": ["reptile"]})
+    SearchSpace(name="ok", parameters=(strategy, maml, reptile))
+    overlapping = dataclasses.replace(reptile, when={"learner.strategy": ["reptile", "maml"]})
+    for second in (overlapping, dataclasses.replace(reptile, when=None)):
+        with pytest.raises(ConfigError) as info:
+            SearchSpace(name="clash", parameters=(strategy, maml, second))
+        assert str(info.value) == ("parameters[2] (learner.inner_lr): declared twice with conditions that can hold at "
+                                   "once; give both a `when` on the same parameter with no value in common (or a "
+                                   "`label:` to tell them apart).")
