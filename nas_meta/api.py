@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from .bench import bench
@@ -57,14 +58,15 @@ def train(config: TrainConfig, out: str | Path | None, **kwargs: object) -> Resu
 
 
 def load_learner(path: str | Path | None = None, device: str = "cpu", *, study_name: str | None = None,
-                 storage: str | None = None, trial: int | None = None,
+                 storage: str | BaseStorage | None = None, trial: int | None = None,
                  artifacts: str | Path | None = None) -> TrainedLearner:
     """Load a learner saved by ``nas-meta train``, or a search trial's learner (weights verified, never unpickled).
 
     Args:
         path: a folder written by ``nas-meta train``.
         device: where to put it.
-        study_name, storage: instead of ``path``: load from a search study's artifact store.
+        study_name, storage: instead of ``path``: load from a search study's artifact store; ``storage`` is a URL
+            or an Optuna storage object (default: ``journal:runs/<study_name>.journal``).
         trial: with ``study_name``: which trial (default: the best).
         artifacts: with ``study_name``: the study's artifact folder (default: the one it recorded, found relative to
             its journal file, else the default beside the storage).

@@ -115,6 +115,19 @@ def _storage_from(args: argparse.Namespace) -> str:
     raise ConfigError("give --storage URL or a study file (STUDY.yaml) to find the storage.")
 
 
+def _export_model(args: argparse.Namespace) -> int:
+    from .api import load_learner
+    from .inference import export_model, read_support_folder
+
+    images, labels = read_support_folder(args.support)
+    learner = load_learner(args.learner, device="cpu")
+    classifier = learner.adapt(images, labels, steps=args.steps, transductive=args.transductive)
+    path = export_model(classifier, args.out, args.format)
+    print(json.dumps({"model": str(path), "labels": str(path) + ".labels.json", "format": args.format,
+                      "classes": [str(c) for c in classifier.classes], "image_size": classifier.image_size}, indent=2))
+    return 0
+
+
 def _studies(args: argparse.Namespace) -> int:
     from .config import load_search_space, load_study_spec
     from .resources import shipped_spaces, shipped_studies
@@ -323,6 +336,19 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--worker-of-pool", action="store_true", help=argparse.SUPPRESS)
     _data_arg(srch)
     _device_arg(srch)
+
+    em = _command(sub, "export-model", "adapt a saved learner to a support set and write the adapted network as "
+                  "TorchScript or ONNX", "nas-meta export-model runs/maml --support my_alphabet/ --out model.pt",
+                  _export_model)
+    em.add_argument("learner", help="folder written by 'nas-meta train' (or an export's best/)")
+    em.add_argument("--support", required=True, metavar="FOLDER", help="the support set: FOLDER/<label>/<image>.png, "
+                    "one subfolder per class")
+    em.add_argument("--out", required=True, help="the model file to write (labels go to <out>.labels.json)")
+    em.add_argument("--format", default="torchscript", choices=["torchscript", "onnx"],
+                    help="torchscript, or onnx with pip install 'nas-meta[onnx]' (default: torchscript)")
+    em.add_argument("--steps", type=STEPS, help="adaptation steps (default: the config's test_steps)")
+    em.add_argument("--transductive", action="store_true", help="normalise each batch with its own statistics (the "
+                    "MAML paper's test protocol) instead of the support set's (default: the support set's)")
 
     studies = _command(sub, "studies", "list the shipped studies and search spaces, and the studies in a storage",
                        "nas-meta studies --storage journal:runs/omniglot-5w1s.journal", _studies)

@@ -20,10 +20,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import atomic_write
 from .config import dump_yaml
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .report import study_report_html
 from .runtime import public_mode
-from .studies import StudyAttr, TrialAttr, existing_study, trial_config
+from .storage import StorageHandle, as_handle
+from .studies import StudyAttr, TrialAttr, existing_study, fetch_trial_learner, trial_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,44 +75,62 @@ def config_yaml(study: optuna.Study, trial: FrozenTrial) -> str:
 
 
 def summary_markdown(study: optuna.Study, table: pd.DataFrame) -> str:
+    """The study in Markdown: counts by state, the best trial, the complete trials ranked by their objective,
+    the pruned ones apart (their losses are partial, so they are not ranked), and the baselines."""
     names = objective_names(study)
-    finished = table[table["state"].isin(["COMPLETE", "PRUNED"])] if not table.empty else table
+    states = ", ".join(f"{k}: {v}" for k, v in table["state"].value_counts().items()) if len(table) else "none"
     lines = [f"# Study `{study.study_name}`", "",
-             (f"- protocol: `{study.user_attrs.get('protocol', '?')}`; study file: `{study.user_attrs.get('study_file_name', '?')}`; "
-             f"nas-meta {study.user_attrs.get('nas_meta_version', '?')}"),
+             (f"- protocol: `{study.user_attrs.get('protocol', '?')}`; study file: "
+              f"`{study.user_attrs.get('study_file_name', '?')}`; nas-meta {study.user_attrs.get('nas_meta_version', '?')}"),
              f"- objectives: {', '.join(names)} (minimised)",
-             f"- trials: {len(table)} ({', '.join(f'{k}: {v}' for k, v in table['state'].value_counts().items()) if len(table) else 'none'})", ""]
+             f"- trials: {len(table)} ({states})", ""]
     best = best_trials(study)
     if best:
         lines += ["## Best trial" if len(best) == 1 else "## Pareto front", ""]
         for t in best:
-            lines.append(f"- trial {t.number} ({t.user_attrs.get('strategy')}): " + ", ".join(
-                f"{n} {v:.4f}" for n, v in zip(names, t.values)) + f", dev accuracy {t.user_attrs.get('dev_accuracy', float('nan')):.4f}")
+            accuracy = t.user_attrs.get(TrialAttr.DEV_ACCURACY)
+            lines.append(f"- trial {t.number} ({t.user_attrs.get(TrialAttr.STRATEGY)}): " + ", ".join(
+                f"{n} {_cell(v)}" for n, v in zip(names, t.values)) + f", dev accuracy {_cell(accuracy)}")
         lines.append("")
-    columns = ["number", "state", *names, "dev_accuracy", "dev_accuracy_ci95", "strategy", "parameters", "baseline"]
-    if len(finished):
-        top = finished.sort_values(names[0]).head(10)[[c for c in columns if c in finished.columns]]
-        lines += ["## Top 10 trials", "", _markdown_table(top), ""]
+    columns = ["number", *names, "dev_accuracy", "dev_accuracy_ci95", "strategy", "parameters", "iterations", "baseline"]
+    complete = table[table["state"] == "COMPLETE"] if len(table) else table
+    if len(complete):
+        ranked = complete.sort_values(names[0]).head(10)
+        lines += [f"## Top {len(ranked)} complete trials, by {names[0]}", "",
+                  _markdown_table(ranked[[c for c in columns if c in ranked.columns]]), ""]
+    pruned = table[table["state"] == "PRUNED"] if len(table) else table
+    if len(pruned):
+        lines += [f"## Pruned trials ({len(pruned)}; stopped early, so not ranked)", "",
+                  _markdown_table(pruned[[c for c in ("number", "strategy", "iterations", "reason") if c in pruned.columns]]),
+                  ""]
     baselines = table[table["baseline"].notna()] if "baseline" in table.columns else table.iloc[0:0]
     if len(baselines):
         lines += ["## Baselines (enqueued as the first trials, scored like every candidate)", "",
-                  _markdown_table(baselines[[c for c in columns if c in baselines.columns]]), ""]
+                  _markdown_table(baselines[[c for c in ["number", "state", *columns[1:]] if c in baselines.columns]]), ""]
     return "\n".join(lines)
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return ""
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+INTEGER_COLUMNS = ("number", "parameters", "iterations")
 
+
+def _cell(v: Any, column: str = "") -> str:
+    """A table cell: blank for missing, integers as integers (pandas keeps them as floats beside blanks)."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return ""
+    if column in INTEGER_COLUMNS and isinstance(v, (int, float)) and float(v).is_integer():
+        return f"{int(v):,}" if column == "parameters" else str(int(v))
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |"
     sep = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(_cell(v, c) for c, v in zip(frame.columns, row)) + " |"
+            for row in frame.itertuples(index=False)]
     return "\n".join([head, sep, *body])
 
 
-EXPORT_FILES = ("trials.csv", "trials.parquet", "best.yaml", "pareto", "report.html", "summary.md")
+EXPORT_FILES = ("trials.csv", "trials.parquet", "best.yaml", "best", "pareto", "report.html", "summary.md")
 
 
 def check_export_target(out: Path) -> None:
@@ -131,7 +150,8 @@ def check_export_target(out: Path) -> None:
 
 
 def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, Any]:
-    """Write ``trials.csv``, ``trials.parquet``, ``best.yaml`` (or ``pareto/``), ``report.html``, ``summary.md``.
+    """Write ``trials.csv``, ``trials.parquet``, ``best.yaml`` and ``best/`` (the best learner's folder, which
+    ``load_learner`` opens; or ``pareto/`` configs), ``report.html``, ``summary.md``.
 
     The export is written into a temporary folder beside ``out`` and moved into place when complete, so a failed
     export leaves nothing half-written. A study without trials gives a valid, empty export.
@@ -142,21 +162,35 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
     """
     out = Path(out)
     check_export_target(out)
-    study = existing_study(storage, study_name)
+    handle = as_handle(storage)
+    study = existing_study(handle, study_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(staging, public_mode(directory=True))
     try:
         written, table, best = _write_export(study, staging)
+        if len(best) == 1 and _copy_best_learner(handle, study, best[0], staging / "best"):
+            written.append("best")
         out.mkdir(exist_ok=True)
-        if (out / "pareto").is_dir():
-            shutil.rmtree(out / "pareto")
+        for folder in ("pareto", "best"):
+            if (out / folder).is_dir():
+                shutil.rmtree(out / folder)
         for name in written:
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"study": study_name, "out": str(out), "trials": len(table), "files": written,
             "best_trials": [t.number for t in best]}
+
+
+def _copy_best_learner(handle: StorageHandle, study: optuna.Study, trial: FrozenTrial, target: Path) -> bool:
+    """Copy the best trial's learner folder from the artifact store; False (and a warning) when it kept none."""
+    try:
+        shutil.copytree(fetch_trial_learner(handle, study.study_name, trial.number), target)
+    except (ConfigError, CheckpointError) as err:
+        logger.warning("best/ left out: %s", err)
+        return False
+    return True
 
 
 def _write_export(study: optuna.Study, out: Path) -> tuple[list[str], pd.DataFrame, list[FrozenTrial]]:

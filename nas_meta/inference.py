@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from .architectures import BatchStatNorm2d
 from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, clip
 from .data import preprocess
 from .episodes import check_task_shape
 from .errors import CheckpointError, ConfigError
 from .learners import BaseLearner, get_learner
 from .runtime import resolve_device
 from .training import evaluate, load_workspace
-
 
 RAW_SIDE = 105  # the official drawings are 105x105 pixels
 MIN_SIDE = 8
@@ -62,6 +63,11 @@ class AdaptedClassifier:
         self._owner = owner
         self._network = network
         self.classes = classes
+
+    @property
+    def image_size(self) -> int:
+        """The side ``S`` of the ``(n, 1, S, S)`` images :meth:`module` takes."""
+        return self._owner.image_size
 
     def module(self) -> nn.Module:
         """The adapted network as a plain ``nn.Module`` in eval mode (a copy): ``(n, 1, S, S)`` float images with
@@ -277,3 +283,63 @@ def evaluate_learner(
         "ways": ways, "shots": shots, "query": query, "steps": steps if steps is not None else config.learner.test_steps,
         "episode_seed": episode_seed, **result.summary(),
     }
+
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+def read_support_folder(folder: str | Path) -> tuple[list[np.ndarray], list[str]]:
+    """A support set on disk: ``FOLDER/<label>/<image>.png``, one subfolder per class (raw Omniglot PNGs or any
+    grayscale drawings). Returns the decoded images and their labels.
+
+    Raises:
+        ConfigError: the folder is missing, has fewer than two class folders, or an image cannot be read.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"--support {str(root)!r} is not a folder; give FOLDER/<label>/<image>.png.")
+    images, labels = [], []
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for label in classes:
+        for path in sorted(p for p in label.iterdir() if p.suffix.lower() == ".png"):
+            try:
+                with Image.open(path) as image:
+                    if image.size[0] * image.size[1] > 4096 * 4096:
+                        raise ValueError(f"it is {image.size[0]}x{image.size[1]} pixels")
+                    images.append(np.asarray(image.convert("1") if image.mode == "1" else image.convert("L")))
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                raise ConfigError(f"--support: {path} cannot be read as an image ({clip(str(err), 100)}).") from None
+            labels.append(label.name)
+    if len({*labels}) < 2:
+        raise ConfigError(f"--support {str(root)!r} holds {len({*labels})} class folder(s) with PNG images; give one "
+                          "subfolder of images per class, at least two.")
+    return images, labels
+
+
+def export_model(classifier: AdaptedClassifier, path: str | Path, fmt: str = "torchscript") -> Path:
+    """Write the adapted network (:meth:`AdaptedClassifier.module`) as TorchScript or ONNX, and its class labels
+    beside it (``<path>.labels.json``, in the order of the network's outputs).
+
+    Raises:
+        ConfigError: an unknown format, or ONNX without its packages (``pip install 'nas-meta[onnx]'``).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not one of {list(EXPORT_FORMATS)}.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = classifier.module().cpu()
+    size = classifier.image_size
+    example = torch.zeros(1, 1, size, size)
+    if fmt == "torchscript":
+        torch.jit.save(torch.jit.script(module), str(path))
+    else:
+        try:
+            import onnx  # noqa: F401  the exporter needs it
+        except ImportError:
+            raise ConfigError("ONNX export needs the onnx packages: pip install 'nas-meta[onnx]'.") from None
+        torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})
+    labels = path.with_name(path.name + ".labels.json")
+    labels.write_text(json.dumps({"labels": [str(c) for c in classifier.classes], "image_size": size,
+                                  "input": "(n, 1, S, S) float32, ink = 1 in [0, 1]"}, indent=2))
+    return path

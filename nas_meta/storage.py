@@ -120,6 +120,27 @@ class StorageHandle:
         return self.kind == "rdb"
 
 
+def as_handle(storage: str | StorageHandle | BaseStorage) -> StorageHandle:
+    """A storage given as a URL (opened), a handle, or an Optuna storage object (a journal file or a database).
+
+    Raises:
+        ConfigError: an Optuna storage nas-meta cannot place (e.g. in-memory), or a bad URL.
+        StorageError: the URL's storage cannot be opened.
+    """
+    if isinstance(storage, StorageHandle):
+        return storage
+    if isinstance(storage, str):
+        return open_storage(storage)
+    inner = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a _CachedStorage
+    if isinstance(storage, JournalStorage) and isinstance(inner, JournalFileBackend):
+        path = Path(inner._file_path)
+        return StorageHandle(storage, f"journal:{path}", "journal", path)
+    if isinstance(inner, RDBStorage):
+        return StorageHandle(storage, redact(str(inner.url)), "rdb")
+    raise ConfigError(f"storage {type(storage).__name__} is not one nas-meta can read studies from; give a journal "
+                      "file or a database (a URL or an Optuna JournalStorage/RDBStorage).")
+
+
 def default_storage_url(study_name: str, runs_dir: str | Path = "runs") -> str:
     """``journal:runs/<study>.journal``.
 

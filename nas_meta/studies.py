@@ -17,6 +17,7 @@ import optuna
 import yaml
 from optuna.artifacts import download_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from .config import TrainConfig, clip, train_config_from_dict
@@ -24,8 +25,8 @@ from .errors import CheckpointError, ConfigError
 from .storage import (
     StorageHandle,
     artifact_store,
+    as_handle,
     default_artifacts_dir,
-    open_storage,
     recorded_artifacts_dir,
     study_names,
 )
@@ -91,14 +92,14 @@ def record_study_texts(study: optuna.Study, texts: dict[str, str]) -> None:
         study._storage.set_study_system_attr(study._study_id, key, text)
 
 
-def existing_study(storage: str | StorageHandle, study_name: str) -> optuna.Study:
+def existing_study(storage: str | StorageHandle | BaseStorage, study_name: str) -> optuna.Study:
     """Load a study that must exist; an unknown name lists the studies the storage holds.
 
     Raises:
         ConfigError: no such study (the message lists the studies there).
         StorageError: the storage cannot be opened.
     """
-    handle = storage if isinstance(storage, StorageHandle) else open_storage(storage)
+    handle = as_handle(storage)
     names = study_names(handle)
     if study_name not in names:
         raise ConfigError(f"--study-name {study_name!r}: no such study in {handle.url}; studies there: {names}.")
@@ -158,12 +159,12 @@ def pick_trial(study: optuna.Study, trial: int | None) -> FrozenTrial:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet.") from None
 
 
-def fetch_trial_learner(storage: str, study_name: str, trial: int | None = None, *,
+def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: str, trial: int | None = None, *,
                         artifacts: str | Path | None = None) -> Path:
     """Download a trial's saved learner from the study's artifact store into a folder and return it.
 
     Args:
-        storage: the study's storage URL.
+        storage: the study's storage: a URL, or an Optuna storage object.
         study_name: the study.
         trial: a trial number (default: the best trial; for multi-objective studies a number is required).
         artifacts: the artifact folder (default: the one recorded on the study).
@@ -172,7 +173,7 @@ def fetch_trial_learner(storage: str, study_name: str, trial: int | None = None,
         ConfigError: unknown study, no finished trial, or a trial without saved weights.
         CheckpointError: the saved learner is missing from the artifact folder or damaged.
     """
-    handle = open_storage(storage)
+    handle = as_handle(storage)
     study = existing_study(handle, study_name)
     frozen = pick_trial(study, trial)
     artifact_id = frozen.user_attrs.get(TrialAttr.ARTIFACT_ID)
