@@ -3,6 +3,7 @@ module that does the work (``training``, ``checkpoint``, ``inference``, ``studie
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from .storage import default_storage_url
 from .studies import fetch_trial_learner, summarize
 from .training import DevScore, End, Record, Result, Step, Workspace
 from .training import train_iter as _train_iter
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AdaptedClassifier", "SearchListener", "TrainedLearner", "bench", "evaluate_learner", "load_learner", "run_search", "summarize",
@@ -47,7 +50,12 @@ def train_iter(
     if out is not None:
         check_learner_target(out)  # before training, not after it
     for record in _train_iter(config, data=data, device=device, seed=seed, workspace=workspace):
-        yield save_result(out, record) if isinstance(record, Result) and out is not None else record
+        if isinstance(record, Result) and out is not None:
+            record = save_result(out, record)
+            if record.metrics.status == "interrupted":
+                logger.warning("%s: the learner trained so far (%d meta-iterations) is saved in %s",
+                               record.metrics.reason, record.metrics.iterations, record.path)
+        yield record
 
 
 def train(config: TrainConfig, out: str | Path | None, **kwargs: object) -> Result:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from .config import TrainConfig, dump_yaml, read_yaml, train_config_from_dict
 from .errors import CheckpointError, ConfigError
 from .runtime import public_mode
 from .training import Result
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -40,8 +45,13 @@ def check_learner_target(folder: str | Path, option: str = "--out") -> Path:
         ConfigError: ``folder`` is a file, holds other files, or cannot be created.
     """
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise ConfigError(f"{option} {str(folder)!r} is a broken symbolic link; give a folder to save the learner in.")
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{option} {str(folder)!r} is a file; give a folder to save the learner in.")
+    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{option} {str(folder)!r}: {str(blocking)!r} is a file, not a folder.")
     if folder.is_dir():
         present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         if present and not {CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE} <= set(present):
@@ -69,24 +79,38 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch.Tensor], metrics: dict[str, Any]) -> Path:
-    """Save a learner's config, weights and metrics into ``folder`` (created if needed)."""
+    """Save a learner's config, weights and metrics as the folder ``folder``.
+
+    The three files are written into a staging folder beside it, which then takes its place by renames, so a
+    crash leaves either the old learner or the new one whole (other files in a replaced folder are moved over).
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".weights.", suffix=".part", dir=folder)
-    os.chmod(tmp, public_mode())
-    os.close(fd)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp, metadata={"format": FORMAT})
-        digest = _sha256(Path(tmp))
-        os.replace(tmp, folder / WEIGHTS_FILE)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, staging / WEIGHTS_FILE,
+                  metadata={"format": FORMAT})
+        config_text = dump_yaml(config.to_dict()).encode()
+        (staging / CONFIG_FILE).write_bytes(config_text)
+        record = {"format": FORMAT, "weights_sha256": _sha256(staging / WEIGHTS_FILE),
+                  "config_sha256": hashlib.sha256(config_text).hexdigest(), **metrics}
+        (staging / METRICS_FILE).write_text(json.dumps(record, indent=2, default=_json_default))
+        for path in (staging, *staging.iterdir()):
+            os.chmod(path, public_mode(directory=path.is_dir()))
+        with open(staging / METRICS_FILE, "rb") as f:
+            os.fsync(f.fileno())
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+            os.rename(folder, old)
+            os.rename(staging, folder)
+            for entry in old.iterdir():  # the user's own files in a replaced learner folder stay
+                if entry.name not in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE):
+                    os.rename(entry, folder / entry.name)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, folder)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    config_text = dump_yaml(config.to_dict()).encode()
-    atomic_write(folder / CONFIG_FILE, config_text)
-    record = {"format": FORMAT, "weights_sha256": digest, "config_sha256": hashlib.sha256(config_text).hexdigest(),
-              **metrics}
-    atomic_write(folder / METRICS_FILE, json.dumps(record, indent=2, default=_json_default).encode())
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -121,7 +145,11 @@ def load_checkpoint(folder: str | Path) -> tuple[TrainConfig, dict[str, torch.Te
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such learner folder (expected {CONFIG_FILE}, {WEIGHTS_FILE}, {METRICS_FILE}).")
+        replaced = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.is_dir() else []
+        hint = (f" {replaced[-1]} holds the learner a save was replacing when it was interrupted: rename it to "
+                f"{folder.name} to use it." if replaced else "")
+        raise CheckpointError(f"{folder}: no such learner folder (expected {CONFIG_FILE}, {WEIGHTS_FILE}, "
+                              f"{METRICS_FILE}).{hint}")
     missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE) if not (folder / n).is_file()]
     if missing:
         raise CheckpointError(f"{folder}: missing {', '.join(missing)}; a learner folder holds {CONFIG_FILE}, "
@@ -133,6 +161,14 @@ def load_checkpoint(folder: str | Path) -> tuple[TrainConfig, dict[str, torch.Te
     if not isinstance(metrics, dict) or metrics.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"{folder / METRICS_FILE}: format is not one of {list(READABLE_FORMATS)}; this folder was "
                               "not written by nas-meta.")
+    if metrics["format"] != FORMAT:
+        logger.warning("%s: written by an older nas-meta (%s): its config.yaml is not covered by a checksum, so an "
+                       "edit to it would go unnoticed", folder, metrics["format"])
+    label_space = metrics.get("label_space")
+    if label_space is not None and (isinstance(label_space, bool) or not isinstance(label_space, int)
+                                    or not 2 <= label_space <= 100_000):
+        raise CheckpointError(f"{folder / METRICS_FILE}: label_space={str(label_space)[:40]!r} is not allowed: "
+                              "expected an integer in [2, 100000].")
     if metrics["format"] == FORMAT and _sha256(folder / CONFIG_FILE) != metrics.get("config_sha256"):
         raise CheckpointError(f"{folder / CONFIG_FILE}: does not match the SHA-256 recorded in {METRICS_FILE}; the "
                               "config was edited after training, so the weights would run in another network. "

@@ -7,9 +7,10 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ._version import __version__
 
@@ -145,7 +146,7 @@ def _studies(args: argparse.Namespace) -> int:
         print(f"  {name:<16} {len(space.parameters)} parameters" + (f": {space.description}" if space.description else ""))
     storage = args.storage or os.environ.get("NAS_META_STORAGE")
     if storage:
-        handle = open_storage(storage)
+        handle = open_storage(storage, read_only=True)
         rows = study_overview(handle)
         print(f"studies in {handle.url}:" + ("" if rows else " none"))
         for row in rows:
@@ -203,16 +204,26 @@ def _number(kind: type, low: float, high: float | None = None, *, low_open: bool
             + (f" and <= {show(high)}" if high is not None else ""))
 
     def parse(text: str) -> int | float:
+        shown = repr(text if len(text) <= 40 else text[:37] + "...")
         try:
             value: int | float = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: expected {rule}.") from None
+            raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {rule}.") from None
         if not math.isfinite(value) or (value <= low if low_open else value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: expected {rule}.")
+            raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {rule}.")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _study_name(text: str) -> str:
+    from .config import STUDY_NAME, STUDY_NAME_RULE
+
+    if STUDY_NAME.fullmatch(text) is None:
+        shown = repr(text if len(text) <= 40 else text[:37] + "...")
+        raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {STUDY_NAME_RULE}.")
+    return text
 
 
 SEED = _number(int, 0, 2**32 - 1)
@@ -231,13 +242,20 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
+        # "-inf", "-nan" and "-1e3" are values to check (and refuse with the range), not unknown options
+        self._negative_number_matcher = re.compile(r"^-(\d+|\d*\.\d+|\d+e\d+|inf|infinity|nan)$", re.IGNORECASE)
+
+    def error(self, message: str) -> NoReturn:
+        """One line: what is wrong and what is allowed (``--help`` shows the usage)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     default: Any = 0 if top else argparse.SUPPRESS
-    p.add_argument("-v", "--verbose", action="count", default=default, help="more log output (debug)")
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="more log output: debug lines and Optuna's own notices (default: off)")
     p.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
-                   help="warnings and errors only, no progress bar")
+                   help="warnings and errors only, no progress bar (default: off)")
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -324,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nas-meta search studies/smoke.yaml --data ../shared/data/omniglot", _search)
     srch.add_argument("study", help="study definition YAML (e.g. studies/omniglot-5w1s.yaml)")
     _storage_arg(srch, "the study file's storage, else journal:runs/<study>.journal")
-    srch.add_argument("--study-name", help="the study's name in the storage (default: the study file's name)")
+    srch.add_argument("--study-name", type=_study_name, help="the study's name in the storage (default: the study "
+                      "file's name)")
     srch.add_argument("--n-trials", type=COUNT, help="the study's total number of trials, over all workers and runs "
                       "(default: the study file's n_trials)")
     srch.add_argument("--timeout", type=SECONDS, help="stop starting trials after this many seconds "
@@ -357,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = _command(sub, "export", "write a study's trials tables, best config, report and summary",
                    "nas-meta export --study-name omniglot-5w1s --out runs/export", _export)
-    exp.add_argument("--study-name", required=True, help="the study to export")
+    exp.add_argument("--study-name", required=True, type=_study_name, help="the study to export")
     _storage_arg(exp, "journal:runs/<study>.journal")
     exp.add_argument("--out", required=True, help="folder to write (new or empty, or an earlier export to replace)")
 
@@ -427,7 +446,11 @@ def run() -> None:
     queued again), so the process leaves at once: the interpreter's teardown after a handled KeyboardInterrupt
     sometimes turned the status into death by the signal instead.
     """
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader went away (`nas-meta studies | head`): stop quietly, as a pipe writer does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os._exit(141)
     if code in (130, 143):
         sys.stdout.flush()
         sys.stderr.flush()

@@ -58,8 +58,6 @@ def compare(
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} is not allowed: expected an integer >= 1.")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the comparison's runs and tables.")
     task = candidate.task
     budget = budget or candidate.budget
     methods: dict[str, TrainConfig] = {f"candidate ({candidate.learner.strategy})": candidate}
@@ -67,6 +65,7 @@ def compare(
         base = load_train_config(baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES],
                                                field_name="--baselines"))
         methods[f"{name} (paper settings)"] = dataclasses.replace(base, data=candidate.data)
+    check_compare_target(out, [_slug(m) for m in methods])
     torch_device = resolve_device(device)
     workspace = load_workspace(candidate, data, torch_device)
     test = workspace.sampler("test", task.ways, task.shots, task.query).fixed(episodes, candidate.evaluation.seed)
@@ -75,8 +74,11 @@ def compare(
     for method, config in methods.items():
         for seed in range(seeds):
             run_config = dataclasses.replace(config, budget=budget, seed=seed)
-            result = next(r for r in train_iter(run_config, device=device, workspace=workspace) if isinstance(r, Result))
-            save_result(out / _slug(method) / f"seed-{seed}", result)
+            result: Result | None = None
+            for record in train_iter(run_config, device=device, workspace=workspace):  # an interrupt stops here
+                if isinstance(record, Result):
+                    result = save_result(out / _slug(method) / f"seed-{seed}", record)
+            assert result is not None
             scores = evaluate(result.learner, test, batch=run_config.evaluation.batch)
             per_episode[method].append(scores.per_episode_accuracy)
             metrics = result.metrics
@@ -89,6 +91,29 @@ def compare(
     table = _table(methods, per_episode, runs, list(methods)[1:])
     _write(out, table, pd.DataFrame(runs), candidate, budget, episodes, seeds)
     return table
+
+
+COMPARE_FILES = ("comparison.csv", "comparison.md", "comparison.html", "runs.csv")
+
+
+def check_compare_target(out: Path, methods: list[str]) -> None:
+    """``--out`` must be a new or empty folder, or an earlier comparison (its files and method folders replaced).
+
+    Raises:
+        ConfigError: ``out`` is a file, lies below a file, or holds other files.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the comparison's runs and tables.")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder.")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not (
+            (p.name in COMPARE_FILES and p.is_file()) or (p.name in methods and p.is_dir())))
+        if others:
+            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+            raise ConfigError(f"--out {str(out)!r} holds files that are not a comparison ({shown}); give a new or "
+                              "empty folder, or an earlier comparison to replace.")
 
 
 def _slug(method: str) -> str:

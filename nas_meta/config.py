@@ -253,6 +253,9 @@ _SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -277,6 +280,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}={short(value)} must be a mapping.")
         return dict(value)
+    if tp is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 as a string; YAML 1.2 and every user read it as a number
     if tp in _SCALARS:
         accepts, rule = _SCALARS[tp]
         if not accepts(value):
@@ -311,6 +316,9 @@ MAX_YAML_BYTES = 1 << 20  # study files, search spaces and training configs are 
 MAX_YAML_NODES = 100_000  # nodes of the document with every alias expanded (a "billion laughs" file has 10^9)
 
 
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")
+
+
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (no Python objects) that checks the composed document before building it."""
 
@@ -335,6 +343,10 @@ def _check_nodes(root: yaml.Node) -> None:
                 total += size(key) + size(value)
         elif isinstance(node, yaml.SequenceNode):
             total += sum(size(item) for item in node.value)
+        elif (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int"
+              and _LEADING_ZERO.fullmatch(node.value)):
+            raise yaml.MarkedYAMLError(problem=f"the integer {short(node.value)} has a leading zero (YAML 1.1 reads it "
+                                               "as octal); write it without", problem_mark=node.start_mark)
         if total > MAX_YAML_NODES:
             raise yaml.MarkedYAMLError(problem=f"it expands to more than {MAX_YAML_NODES} values (anchors and "
                                                "aliases?)", problem_mark=node.start_mark)
@@ -373,6 +385,8 @@ def read_yaml(path: str | Path) -> Any:
     try:
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder, not a YAML file.")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: is not a regular file (a FIFO or a device?); give a YAML file.")
         with open(path, "rb") as f:
             raw = f.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
@@ -389,17 +403,21 @@ def read_yaml(path: str | Path) -> Any:
         return parse_yaml(text)
     except yaml.constructor.ConstructorError as err:
         where = f" at line {err.problem_mark.line + 1}" if err.problem_mark is not None else ""
-        raise ConfigError(f"{path}: is not plain YAML{where}: {clip(str(err.problem))} (tags such as "
-                          "!!python/object are not allowed).") from None
+        tag = " (tags such as !!python/object are not allowed)" if "constructor" in str(err.problem) else ""
+        raise ConfigError(f"{path}: is not plain YAML{where}: {clip(str(err.problem))}{tag}.") from None
     except yaml.MarkedYAMLError as err:
         where = f" at line {err.problem_mark.line + 1}" if err.problem_mark is not None else ""
-        raise ConfigError(f"{path}: is not valid YAML{where}: {clip(str(err.problem or err.context or 'malformed'))}.") from None
+        problem = str(err.problem or err.context or "malformed")
+        if "another document" in problem:
+            problem = "it holds several YAML documents (---); give one"
+        raise ConfigError(f"{path}: is not valid YAML{where}: {clip(problem)}.") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: is not valid YAML: {clip(str(err))}.") from None
     except RecursionError:
         raise ConfigError(f"{path}: is nested too deeply to be a nas-meta YAML file.") from None
     except ValueError as err:
-        raise ConfigError(f"{path}: holds a value that cannot be read ({clip(str(err), 100)}).") from None
+        reason = "an integer of thousands of digits" if "digits" in str(err) else clip(str(err), 100)
+        raise ConfigError(f"{path}: holds a value that cannot be read ({reason}).") from None
 
 
 def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
@@ -407,9 +425,11 @@ def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -
     errors are prefixed with the file name, or with the override at fault.
 
     Raises:
-        ConfigError: the file, a field or an override is invalid.
+        ConfigError: the file is empty or invalid, a field or an override is invalid.
     """
     data = read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: is empty; give a mapping of fields (an empty mapping {{}} takes every default).")
     try:
         base = from_dict(cls, data)
     except ConfigError as err:
@@ -418,12 +438,16 @@ def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -
         return base
     merged = dataclasses.asdict(base)  # type: ignore[call-overload]
     for setting in overrides:
-        key, value = parse_setting(setting)
-        _set_dotted(cls, merged, key, value, setting)
+        try:
+            key, value = parse_setting(setting)
+            _set_dotted(cls, merged, key, value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: --set {short(setting)}: {err}") from None
     try:
         return from_dict(cls, merged)
     except ConfigError as err:
-        raise ConfigError(f"{path} with --set {' '.join(overrides)}: {err}") from None
+        shown = " ".join(clip(o, 60) for o in overrides[:3]) + (" …" if len(overrides) > 3 else "")
+        raise ConfigError(f"{path} with --set {shown}: {err}") from None
 
 
 def parse_setting(setting: str) -> tuple[str, Any]:
@@ -434,28 +458,28 @@ def parse_setting(setting: str) -> tuple[str, Any]:
     """
     key, sep, text = setting.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {short(setting)} is not KEY=VALUE (e.g. --set budget.seconds=60).")
+        raise ConfigError("not KEY=VALUE (e.g. --set budget.seconds=60).")
     try:
         return key.strip(), parse_yaml(text)
     except (yaml.YAMLError, RecursionError, ValueError) as err:
-        raise ConfigError(f"--set {short(setting)}: the value is not valid YAML ({clip(str(err), 80)}).") from None
+        raise ConfigError(f"the value is not valid YAML ({clip(str(err), 80)}).") from None
 
 
-def _set_dotted(cls: type, data: dict[str, Any], key: str, value: Any, setting: str) -> None:
+def _set_dotted(cls: type, data: dict[str, Any], key: str, value: Any) -> None:
     """Set the dotted ``key`` (a field of ``cls``, e.g. ``learner.inner_lr``) in ``data``."""
     target, owner, parts = data, cls, key.split(".")
     for depth, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(owner)]
         if part not in names:
             where = ".".join(parts[:depth]) or "the file"
-            raise ConfigError(f"--set {short(setting)}: {part!r} is not a field of {where}; fields: {names}.")
+            raise ConfigError(f"{short(part)} is not a field of {where}; fields: {names}.")
         hint = typing.get_type_hints(owner)[part]
         if depth == len(parts) - 1:
             target[part] = value
         elif dataclasses.is_dataclass(hint) and isinstance(target.get(part), dict):
             target, owner = target[part], hint  # type: ignore[assignment]
         else:
-            raise ConfigError(f"--set {short(setting)}: {'.'.join(parts[:depth + 1])} has no fields.")
+            raise ConfigError(f"{clip('.'.join(parts[:depth + 1]), 80)} has no fields.")
 
 
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -522,6 +546,8 @@ class ParamSpec:
             if self.type == "int":
                 _check(float(self.low).is_integer() and float(self.high).is_integer(), "low/high",
                        (self.low, self.high), "integers for an int parameter")
+                _check(self.step is None or float(self.step).is_integer(), "step", self.step,
+                       "a whole number for an int parameter")
 
     @property
     def key(self) -> str:
@@ -554,6 +580,9 @@ class SearchSpace:
     fixed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        _check(len(self.parameters) > 0, "parameters", list(self.parameters), "at least one parameter to search")
+        bad_keys = [k for k in (self.fixed or {}) if not isinstance(k, str)]
+        _check(not bad_keys, "fixed", bad_keys, "dotted field names such as learner.meta_batch")
         for i, p in enumerate(self.parameters):  # one name may hold several ranges, for exclusive conditions
             for q in self.parameters[:i]:
                 if q.key == p.key and not _exclusive(p, q):
@@ -578,6 +607,14 @@ class SearchSpace:
                 if ref.type == "categorical":
                     bad = [v for v in values if v not in (ref.choices or ())]
                     _check(not bad, f"parameters[{i}].when.{cond}", bad, f"values among {list(ref.choices or ())}")
+                elif ref.type == "int":
+                    assert ref.low is not None and ref.high is not None
+                    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not ref.low <= v <= ref.high]
+                    _check(not bad, f"parameters[{i}].when.{cond}", bad,
+                           f"integers in the parameter's range [{ref.low:g}, {ref.high:g}]")
+                else:
+                    _check(False, f"parameters[{i}].when", cond, "a categorical or int parameter (a float parameter "
+                           "almost never equals a listed value)")
             seen[p.key] = p
         if self.fixed:
             try:
@@ -630,7 +667,7 @@ class StudySpec(RunSections):
     wherever a paper-settings config exists for the study's ways and shots.
     """
 
-    name: str
+    name: str = field()  # required: a plain annotation would inherit RunSections' default
     search_space: str
     objectives: tuple[Objective, ...] = ("dev_loss",)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)

@@ -28,4 +28,7 @@ def run_dashboard(storage: str, *, host: str = "127.0.0.1", port: int = 8080) ->
         raise ConfigError("the dashboard needs optuna-dashboard: pip install 'nas-meta[dashboard]'.") from None
     handle = open_storage(storage, read_only=True)
     logger.info("optuna-dashboard on http://%s:%d for %s (read-only)", host, port, handle.url)
-    optuna_dashboard.run_server(handle.storage, host=host, port=port)
+    try:
+        optuna_dashboard.run_server(handle.storage, host=host, port=port)
+    except OSError as err:  # the address cannot be resolved, or the port is taken
+        raise ConfigError(f"--host {host!r} --port {port}: cannot listen there ({err.strerror or err}).") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ConfigError, DataError
 from .runtime import default_cache_dir, public_mode
@@ -60,7 +60,7 @@ DRAWING_PIXELS = (105, 105)  # every official Omniglot PNG
 MAX_MEMBER_BYTES = 1 << 20  # an official PNG is about 1-2 kB; anything this large is not a drawing (zip bomb guard)
 MAX_MEMBERS = 50_000  # the official zips hold 19,280 and 13,180 drawings
 _MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-                  Image.DecompressionBombError)
+                  RuntimeError, Image.DecompressionBombError)  # RuntimeError: an encrypted member
 _CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 _PNG_PATH = re.compile(r"^(images_background|images_evaluation)/([^/]+)/(character\d\d)/(\d{4})_(\d\d)\.png$")
 
@@ -85,6 +85,10 @@ def resolve_data_dir(data: str | Path | None = None, *, download: bool = True) -
             raise DataError(f"{source}={str(given)!r} lacks {', '.join(missing)}; the folder must hold {_zip_list()}.")
         return folder
     folder = Path(default_cache_dir()) / "omniglot"
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise DataError(f"the data cache {folder} cannot be a folder: {blocking} is a file; set NAS_META_CACHE to a "
+                        "folder, or give --data DIR.")
     missing_names = [n for n in ZIP_NAMES if not (folder / f"{n}.zip").is_file()]
     if missing_names and not download:
         raise DataError(_offline_message(folder, "downloading is turned off"))
@@ -174,7 +178,11 @@ def preprocess(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _decode_png(data: bytes, size: int) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError("it is not a PNG image") from None
+    with img:
         if img.size != DRAWING_PIXELS:  # checked before decoding: a huge image is refused, not decompressed
             raise ValueError(f"it is {img.size[0]}x{img.size[1]} pixels, not an Omniglot drawing "
                              f"({DRAWING_PIXELS[0]}x{DRAWING_PIXELS[1]})")
@@ -263,7 +271,7 @@ def load_omniglot(
     for cache in _cache_candidates(folder):
         if (cache / filename).is_file():
             try:
-                return _load_cache(cache / filename)
+                return _load_cache(cache / filename, image_size)
             except _CACHE_ERRORS as err:
                 reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
                 logger.warning("the decoded cache %s is damaged (%s); decoding the zips again to rebuild it",
@@ -335,16 +343,20 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _load_cache(path: Path) -> Omniglot:
-    """Read a decoded cache, verifying its checksum.
+def _load_cache(path: Path, image_size: int) -> Omniglot:
+    """Read a decoded cache, verifying its checksum and its shapes.
 
     Raises:
-        ValueError: the checksum does not match (a flipped bit, a partial write); other errors of a damaged file.
+        ValueError: the checksum does not match (a flipped bit, a partial write), or the content is not all of
+            Omniglot at ``image_size`` (a cache copied under another name); other errors of a damaged file.
     """
     with np.load(path, allow_pickle=False) as z:
         arrays = {name: z[name] for name in ("images", "alphabet_of", "alphabets", "characters", "background")}
         if str(z["checksum"]) != _checksum(arrays):
             raise ValueError("its checksum does not match its content")
+    characters = sum(counts[1] for counts in EXPECTED_COUNTS.values())
+    if arrays["images"].shape != (characters, DRAWINGS, image_size, image_size) or len(arrays["alphabet_of"]) != characters:
+        raise ValueError(f"it holds images of shape {arrays['images'].shape}, not Omniglot at {image_size} px")
     return Omniglot(arrays["images"], arrays["alphabet_of"], tuple(str(a) for a in arrays["alphabets"]),
                     tuple(str(c) for c in arrays["characters"]), int(arrays["background"]))
 

@@ -141,6 +141,9 @@ def check_export_target(out: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the export.")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder.")
     if out.is_dir():
         others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not p.name.startswith("."))
         if others:
@@ -162,7 +165,7 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
     """
     out = Path(out)
     check_export_target(out)
-    handle = as_handle(storage)
+    handle = as_handle(storage, read_only=True)
     study = existing_study(handle, study_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -172,9 +175,12 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
         if len(best) == 1 and _copy_best_learner(handle, study, best[0], staging / "best"):
             written.append("best")
         out.mkdir(exist_ok=True)
-        for folder in ("pareto", "best"):
-            if (out / folder).is_dir():
-                shutil.rmtree(out / folder)
+        for name in EXPORT_FILES:  # what this export does not write must not survive from an earlier one
+            stale = out / name
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists() and name not in written:
+                stale.unlink()
         for name in written:
             os.replace(staging / name, out / name)
     finally:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .architectures import BatchStatNorm2d
 from .checkpoint import load_checkpoint
-from .config import TrainConfig, clip
+from .config import TrainConfig, clip, short
 from .data import preprocess
 from .episodes import check_task_shape
 from .errors import CheckpointError, ConfigError
@@ -33,15 +33,19 @@ def _as_array(images: Any, name: str) -> np.ndarray:
         return array
     if isinstance(images, np.ndarray):
         return images
-    if isinstance(images, (str, bytes, dict)) or not hasattr(images, "__len__") and not hasattr(images, "__array__"):
+    if isinstance(images, Image.Image):
+        return _pil_array(images)
+    array_like = hasattr(images, "__array__") or hasattr(images, "__array_interface__")
+    if isinstance(images, (str, bytes, dict)) or not hasattr(images, "__len__") and not array_like:
         raise TypeError(f"{name} must be an array, a tensor, a PIL image or a sequence of them, not "
                         f"{type(images).__name__}.")
-    if hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
-        one: np.ndarray = np.asarray(images)  # e.g. one PIL image
+    if array_like and not isinstance(images, (list, tuple)):
+        one: np.ndarray = np.asarray(images)
         return one
     if len(images) == 0:
         raise ValueError(f"{name} is empty: give at least one image.")
-    arrays = [i.detach().cpu().numpy() if isinstance(i, Tensor) else np.asarray(i) for i in images]
+    arrays = [i.detach().cpu().numpy() if isinstance(i, Tensor) else _pil_array(i) if isinstance(i, Image.Image)
+              else np.asarray(i) for i in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"{name} have different shapes {sorted(shapes)[:3]}: give images of one size.")
@@ -49,6 +53,18 @@ def _as_array(images: Any, name: str) -> np.ndarray:
     if len(dtypes) > 1:
         raise TypeError(f"{name} mix dtypes {sorted(map(str, dtypes))}: give one kind of image.")
     return np.stack(arrays)
+
+
+def _label_kind(value: object) -> str:
+    if isinstance(value, (str, np.str_)):
+        return "text"
+    return "number" if isinstance(value, (int, float, np.number)) else "other"
+
+
+def _pil_array(image: Image.Image) -> np.ndarray:
+    """A PIL image as a raw drawing: bilevel images as bool, anything else as 8-bit gray."""
+    array: np.ndarray = np.asarray(image if image.mode in ("1", "L") else image.convert("L"))
+    return array
 
 
 class AdaptedClassifier:
@@ -125,6 +141,10 @@ class TrainedLearner:
             ValueError: empty, wrong shape (color images included), values out of range or not finite.
         """
         arrays = _as_array(images, name)
+        given = tuple(arrays.shape)
+        if arrays.ndim == 3 and arrays.shape[-1] in (3, 4) and arrays.shape[0] == arrays.shape[1] >= MIN_SIDE:
+            raise ValueError(f"{name} of shape {given} look like one color image (H, W, {arrays.shape[-1]}); give "
+                             "grayscale drawings (H, W).")
         if arrays.dtype == object or not (arrays.dtype == bool or np.issubdtype(arrays.dtype, np.integer)
                                           or np.issubdtype(arrays.dtype, np.floating)):
             raise TypeError(f"{name} have dtype {arrays.dtype}; give bool or uint8 drawings, or float images in [0, 1].")
@@ -133,11 +153,11 @@ class TrainedLearner:
         elif arrays.ndim == 4 and arrays.shape[1] == 1:
             arrays = arrays[:, 0]
         if arrays.size == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(arrays.shape)}): give at least one image.")
+            raise ValueError(f"{name} is empty (shape {given}): give at least one image.")
         if arrays.ndim != 3:
-            hint = " (a color image? give grayscale drawings)" if arrays.ndim in (3, 4) and arrays.shape[-1] in (3, 4) else ""
+            hint = " (color images? give grayscale drawings)" if arrays.ndim == 4 and arrays.shape[-1] in (3, 4) else ""
             raise ValueError(f"{name} must be one image (H, W) or a batch (n, H, W) or (n, 1, H, W), but got shape "
-                             f"{tuple(arrays.shape)}{hint}.")
+                             f"{given}{hint}.")
         n, height, width = arrays.shape
         size = self.image_size
         if np.issubdtype(arrays.dtype, np.floating):
@@ -152,9 +172,8 @@ class TrainedLearner:
             x = arrays.astype(np.float32)
         else:
             if height != width or height < MIN_SIDE:
-                hint = " (a color image? give grayscale drawings)" if width in (3, 4) else ""
                 raise ValueError(f"{name} are {height}x{width}; raw drawings are square, at least {MIN_SIDE} pixels a "
-                                 f"side ({RAW_SIDE}x{RAW_SIDE} in Omniglot){hint}.")
+                                 f"side ({RAW_SIDE}x{RAW_SIDE} in Omniglot).")
             if arrays.dtype != bool and (arrays.min() < 0 or arrays.max() > 255):
                 raise ValueError(f"{name} hold values in [{arrays.min()}, {arrays.max()}]; raw drawings are bool or "
                                  "integers in [0, 255].")
@@ -177,6 +196,8 @@ class TrainedLearner:
         Raises:
             TypeError, ValueError: bad images, labels or steps; ConfigError: ways the learner cannot adapt to.
         """
+        if not isinstance(transductive, bool):
+            raise TypeError(f"transductive must be True or False, not {short(transductive)}.")
         x = self.prepare(images, name="images")
         if isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__len__"):
             raise TypeError(f"labels must be a sequence with one label per image, not {type(labels).__name__}.")
@@ -185,6 +206,12 @@ class TrainedLearner:
             raise ValueError(f"labels must be one-dimensional (one per image), but got shape {label_array.shape}.")
         if len(label_array) != len(x):
             raise ValueError(f"got {len(x)} support images but {len(label_array)} labels; give one label per image.")
+        items = label_array.tolist() if isinstance(labels, (np.ndarray, Tensor)) else list(labels)
+        kinds = {_label_kind(v) for v in items}
+        if "other" in kinds:
+            raise TypeError("labels must be numbers or strings.")
+        if len(kinds) > 1:
+            raise TypeError("labels mix numbers and strings; give labels of one kind.")
         if label_array.dtype.kind == "f" and not np.isfinite(label_array).all():
             raise ValueError("labels hold NaN or infinite values.")
         try:
@@ -240,13 +267,18 @@ def load_learner_folder(path: str | Path, device: str = "cpu") -> TrainedLearner
         CheckpointError: the folder is missing files, or its weights are not the ones it recorded or do not fit
             the network of its ``config.yaml``.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a folder path (str or pathlib.Path), not {type(path).__name__}.")
     config, state, metrics = load_checkpoint(path)
     torch_device = resolve_device(device)
-    learner = get_learner(config, int(metrics.get("label_space", config.task.ways)))
+    learner = get_learner(config, int(metrics.get("label_space") or config.task.ways))
     try:
         learner.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit the network in config.yaml ({err}).") from None
+        problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        first = clip(problems[0], 150) if problems else "shapes differ"
+        more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise CheckpointError(f"{path}: the weights do not fit the network in config.yaml ({first}{more}).") from None
     learner.to(torch_device).eval()
     return TrainedLearner(config, learner, metrics, torch_device)
 

@@ -42,14 +42,28 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .config import check_study_name
+from .config import check_study_name, short
 from .errors import ConfigError, StorageError
 from .runtime import public_mode
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_SECONDS", "10"))
-GRACE_SECONDS = int(os.environ.get("NAS_META_HEARTBEAT_GRACE_SECONDS", str(3 * HEARTBEAT_SECONDS)))
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds from the environment variable ``name``.
+
+    Raises:
+        ConfigError: the variable holds anything else.
+    """
+    text = os.environ.get(name)
+    if text is None or text.strip() == "":
+        return default
+    if not text.strip().isdigit() or not 1 <= int(text) <= 86_400:
+        raise ConfigError(f"{name}={short(text)} is not allowed: expected a whole number of seconds in [1, 86400].")
+    return int(text)
+
+
+HEARTBEAT_SECONDS = _env_seconds("NAS_META_HEARTBEAT_SECONDS", 10)
+GRACE_SECONDS = _env_seconds("NAS_META_HEARTBEAT_GRACE_SECONDS", 3 * HEARTBEAT_SECONDS)
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 HEARTBEAT_ATTR = "nas_meta:heartbeat"  # a journal trial's last heartbeat (system attribute, Unix time)
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
@@ -75,8 +89,12 @@ def redact(url: str) -> str:
         return f"{scheme}://***@{rest[rest.index(authority) + authority.rindex('@') + 1:]}"
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError("port out of range")
+    except (ArgumentError, ValueError):
         return f"{scheme}://***" if "@" in authority or "?" in rest else url
+    if parsed.password is None and not any(_SECRET_QUERY_KEY.search(k) for k in parsed.query):
+        return url  # nothing to hide: shown as given
     secret = {k: "***" for k in parsed.query if _SECRET_QUERY_KEY.search(k)}
     shown = (parsed.update_query_dict(secret) if secret else parsed).render_as_string(hide_password=True)
     return shown.replace("%2A%2A%2A", "***")
@@ -93,7 +111,7 @@ def _secrets(url: str) -> list[str]:
         found.update(str(v) for k, v in parsed.query.items() if _SECRET_QUERY_KEY.search(k))
         if parsed.password:
             found.add(str(parsed.password))
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         pass
     found |= {unquote(s) for s in found}
     return sorted((s for s in found if s), key=len, reverse=True)
@@ -120,8 +138,9 @@ class StorageHandle:
         return self.kind == "rdb"
 
 
-def as_handle(storage: str | StorageHandle | BaseStorage) -> StorageHandle:
-    """A storage given as a URL (opened), a handle, or an Optuna storage object (a journal file or a database).
+def as_handle(storage: str | StorageHandle | BaseStorage, *, read_only: bool = False) -> StorageHandle:
+    """A storage given as a URL (opened, ``read_only`` as :func:`open_storage`), a handle, or an Optuna storage
+    object (a journal file or a database).
 
     Raises:
         ConfigError: an Optuna storage nas-meta cannot place (e.g. in-memory), or a bad URL.
@@ -130,7 +149,7 @@ def as_handle(storage: str | StorageHandle | BaseStorage) -> StorageHandle:
     if isinstance(storage, StorageHandle):
         return storage
     if isinstance(storage, str):
-        return open_storage(storage)
+        return open_storage(storage, read_only=read_only)
     inner = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a _CachedStorage
     if isinstance(storage, JournalStorage) and isinstance(inner, JournalFileBackend):
         path = Path(inner._file_path)
@@ -160,23 +179,24 @@ class ReadOnlyJournalBackend(JournalFileBackend):
 def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
     """Open the storage named by ``url`` (see the module docstring for the forms).
 
-    ``read_only``: a journal file is only read (it must exist, a torn end is left as it is and ignored, every write
-    is refused); databases are only read by nas-meta.
+    ``read_only`` (export, dashboard, loading a learner): nothing is created or changed. A journal file must exist;
+    it is checked but a torn end is left as it is (Optuna ignores it) and every write is refused. A SQLite file must
+    exist; a database without Optuna's tables is reported, not given them.
 
     Raises:
-        ConfigError: the value is malformed, names an unknown scheme, or keeps nothing (an in-memory database).
+        ConfigError: the value is malformed, names an unknown scheme, keeps nothing (an in-memory database), or a
+            path that cannot be a file.
         StorageError: the database cannot be reached or refuses the credentials; the journal is damaged, or is
             missing when ``read_only``.
     """
     shown = redact(url)
     if url.startswith("journal:") or (url.endswith(".journal") and "://" not in url):
-        path = Path(url.removeprefix("journal:")).expanduser()
-        if not str(path) or path.is_dir():
-            raise ConfigError(f"--storage {shown!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
+        path = _journal_path(url, shown)
         try:
             if read_only:
                 if not path.is_file():
                     raise StorageError(f"cannot open storage journal:{path}: no such journal file.")
+                check_journal(path)
                 backend: JournalFileBackend = ReadOnlyJournalBackend(str(path))
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +207,11 @@ def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
             raise StorageError(f"cannot open storage journal:{path}: {err.strerror or err}.") from None
     parsed = _parse_rdb_url(url, shown)
     if parsed.drivername.startswith("sqlite") and parsed.database:
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        database = Path(parsed.database).expanduser()
+        _check_file_path(database, shown)
+        if read_only and not database.is_file():
+            raise StorageError(f"cannot open storage {shown}: no such database file.")
+        database.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
         try:
             storage = RDBStorage(
@@ -196,15 +220,40 @@ def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
                 grace_period=GRACE_SECONDS,
                 **_retry_callback(),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                skip_table_creation=read_only,
             )
+            if read_only:
+                storage.get_all_studies()  # a database without Optuna's tables fails here, not later
             return StorageHandle(storage, shown, "rdb")
         except Exception as err:  # noqa: BLE001  SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
             # Workers that start together on a fresh database race to create Optuna's tables: retry that.
             if "duplicate key" in str(err) or "already exists" in str(err):
                 time.sleep(0.2 + random.random() * (attempt + 1))
                 continue
+            if read_only and ("no such table" in str(err) or "does not exist" in str(err)):
+                raise StorageError(f"cannot open storage {shown}: it holds no Optuna studies.") from None
             raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
     raise StorageError(f"cannot open storage {shown}: its tables could not be created (concurrent creation)")
+
+
+def _check_file_path(path: Path, shown: str) -> None:
+    """A storage file's path must be able to hold a regular file: no NUL byte, no file where a folder is needed,
+    no folder, FIFO or device where the file goes."""
+    if "\x00" in str(path):
+        raise ConfigError(f"--storage {shown!r}: the path holds a NUL byte.")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--storage {shown!r}: {str(parent)!r} is a file, not a folder.")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"--storage {shown!r}: {str(path)!r} is not a regular file (a folder, FIFO or device).")
+
+
+def _journal_path(url: str, shown: str) -> Path:
+    path = Path(url.removeprefix("journal:")).expanduser()
+    if not str(path) or str(path) == "." or path.is_dir():
+        raise ConfigError(f"--storage {shown!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
+    _check_file_path(path, shown)
+    return path
 
 
 def _parse_rdb_url(url: str, shown: str) -> URL:
@@ -215,8 +264,11 @@ def _parse_rdb_url(url: str, shown: str) -> URL:
         raise ConfigError(f"--storage {shown!r}: the user or password holds an '@'; write it percent-encoded as %40.")
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        port = parsed.port
+    except (ArgumentError, ValueError):
         raise ConfigError(f"--storage {shown!r} is not a storage URL nas-meta knows; {allowed}.") from None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"--storage {shown!r}: port {port} is not allowed: expected 1 to 65535.")
     if parsed.drivername not in RDB_SCHEMES:
         raise ConfigError(f"--storage {shown!r}: the scheme {parsed.drivername!r} is not one of {list(RDB_SCHEMES)}; "
                           f"{allowed}.")
@@ -245,47 +297,76 @@ def _reason(err: BaseException, url: str) -> str:
 # -- the journal file ------------------------------------------------------------------------------------
 
 def _is_log(line: bytes) -> bool:
+    """A complete journal record: a JSON object with Optuna's ``op_code``."""
     try:
-        return isinstance(json.loads(line), dict)
+        record = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         return False
+    return isinstance(record, dict) and "op_code" in record
+
+
+def _torn_end(path: Path, data: bytes) -> int:
+    """How many bytes at the end of a journal's ``data`` are a torn record (0 if none).
+
+    A crash mid-write leaves at most the last write incomplete: one partial record (``{"op_code"…`` without
+    its newline, or with NUL bytes a file system left). Anything else that is not a record is damage.
+
+    Raises:
+        StorageError: a bad line with good ones after it, several bad lines at the end, or a file that holds no
+            Optuna record at all; the message names the file and the line.
+    """
+    lines = data.split(b"\n")
+    tail = lines.pop()  # what follows the last newline: empty unless the file ends mid-line
+    good = len(lines)
+    while good > 0 and not _is_log(lines[good - 1]):
+        good -= 1
+    bad = next((i for i, line in enumerate(lines[:good]) if not _is_log(line)), None)
+    if bad is not None:
+        raise StorageError(f"journal {path}: line {bad + 1} is not a valid record, and valid records follow it; "
+                           "the file is damaged in the middle and was left untouched (restore it from a backup).")
+    torn = [line for line in lines[good:] + [tail] if line.strip(b"\x00")]  # lines of NULs: a file system's filler
+    if not any(line for line in lines[good:] + [tail]):
+        return 0
+    if len(torn) > 1 or (good == 0 and not (torn and torn[0].startswith(b'{"op_code"'))):
+        what = "holds no Optuna journal record" if good == 0 else f"ends in {len(torn)} lines that are not records"
+        raise StorageError(f"journal {path}: {what} (line {good + 1} on); it is not an Optuna journal or it is "
+                           "damaged, and was left untouched.")
+    return len(data) - sum(len(line) + 1 for line in lines[:good])
+
+
+def check_journal(path: Path) -> int:
+    """Check a journal file without changing it; the size of its torn end in bytes (0 if none).
+
+    Raises:
+        StorageError: see :func:`_torn_end`.
+    """
+    return _torn_end(path, path.read_bytes()) if path.stat().st_size else 0
 
 
 def repair_journal(path: Path) -> bool:
     """Cut a torn end off a journal file, keeping a backup of the whole file first; returns True if it did.
 
-    A crash (power loss, full disk, SIGKILL mid-write) can leave the last line incomplete; Optuna would append
-    after it and every later read would fail. Lines that are not a complete JSON record at the very end are
-    the torn part. A bad line with good lines after it is damage nas-meta cannot judge: it is refused with the
-    file and the line named, and the file is left as it is.
+    A crash (power loss, full disk, SIGKILL mid-write) can leave the last record incomplete; Optuna would append
+    after it and every later read would fail. Any other damage is refused (:func:`_torn_end`), the file untouched.
 
     Raises:
-        StorageError: a bad line in the middle of the journal.
+        StorageError: the journal is damaged otherwise, or is not a journal.
     """
     if not path.is_file() or path.stat().st_size == 0:
         return False
     with get_lock_file(JournalFileSymlinkLock(str(path))):  # Optuna's own lock: no writer is mid-line now
         data = path.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # what follows the last newline: empty unless the file ends mid-line
-        good = len(lines)
-        while good > 0 and not _is_log(lines[good - 1]):
-            good -= 1
-        bad = next((i for i, line in enumerate(lines[:good]) if not _is_log(line)), None)
-        if bad is not None:
-            raise StorageError(f"journal {path}: line {bad + 1} is not a valid record, and valid records follow it; "
-                               "the file is damaged in the middle and was left untouched (restore it from a backup).")
-        if good == len(lines) and not tail:
+        torn = _torn_end(path, data)
+        if not torn:
             return False
-        keep = sum(len(line) + 1 for line in lines[:good])
         backup = path.with_name(f"{path.name}.torn-{datetime.now():%Y%m%d-%H%M%S-%f}.bak")
         shutil.copy2(path, backup)
         with open(path, "r+b") as f:
-            f.truncate(keep)
+            f.truncate(len(data) - torn)
             f.flush()
             os.fsync(f.fileno())
     logger.warning("journal %s ended in a torn record (%d bytes, a crash mid-write): removed it, a copy of the file "
-                   "is in %s", path, len(data) - keep, backup.name)
+                   "is in %s", path, torn, backup.name)
     return True
 
 

@@ -20,7 +20,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import TrainConfig, clip, train_config_from_dict
+from .config import TrainConfig, clip, short, train_config_from_dict
 from .errors import CheckpointError, ConfigError
 from .storage import (
     StorageHandle,
@@ -99,7 +99,7 @@ def existing_study(storage: str | StorageHandle | BaseStorage, study_name: str) 
         ConfigError: no such study (the message lists the studies there).
         StorageError: the storage cannot be opened.
     """
-    handle = as_handle(storage)
+    handle = as_handle(storage, read_only=True)
     names = study_names(handle)
     if study_name not in names:
         raise ConfigError(f"--study-name {study_name!r}: no such study in {handle.url}; studies there: {names}.")
@@ -146,6 +146,8 @@ def pick_trial(study: optuna.Study, trial: int | None) -> FrozenTrial:
         ConfigError: no such trial; no completed trial; a multi-objective study without a trial number.
     """
     if trial is not None:
+        if isinstance(trial, bool) or not isinstance(trial, int):
+            raise ConfigError(f"trial={short(trial)} is not allowed: expected a trial number (an integer).")
         numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
         if trial not in numbers:
             raise ConfigError(f"trial {trial} is not in study {study.study_name!r} (trials 0..{len(numbers) - 1}).")
@@ -173,7 +175,7 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
         ConfigError: unknown study, no finished trial, or a trial without saved weights.
         CheckpointError: the saved learner is missing from the artifact folder or damaged.
     """
-    handle = as_handle(storage)
+    handle = as_handle(storage, read_only=True)
     study = existing_study(handle, study_name)
     frozen = pick_trial(study, trial)
     artifact_id = frozen.user_attrs.get(TrialAttr.ARTIFACT_ID)

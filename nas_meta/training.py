@@ -25,7 +25,7 @@ from .architectures import count_parameters
 from .config import BudgetConfig, TrainConfig
 from .data import ClassSet, Omniglot, class_splits, load_omniglot
 from .episodes import EpisodeSampler, FixedEpisodes
-from .errors import ConfigError
+from .errors import ConfigError, Terminated
 from .learners import BaseLearner, get_learner
 from .runtime import resolve_device, seed_everything, tune_allocator
 
@@ -87,7 +87,7 @@ def evaluate(learner: BaseLearner, episodes: FixedEpisodes, *, steps: int | None
 
 # -- records -------------------------------------------------------------------------------------------
 
-Status = Literal["completed", "time_budget", "diverged"]
+Status = Literal["completed", "time_budget", "diverged", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,15 @@ class DevScore:
 
 @dataclass(frozen=True)
 class End:
-    """Meta-training stopped: ``completed`` (iterations spent), ``time_budget`` or ``diverged``."""
+    """Meta-training stopped: ``completed`` (iterations spent), ``time_budget``, ``diverged``, or ``interrupted``
+    (Ctrl-C or SIGTERM: ``interrupt`` holds it, to be raised again once the run's learner is kept)."""
 
     status: Status
     iterations: int
     elapsed: float
     train_seconds: float
     reason: str
+    interrupt: KeyboardInterrupt | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -221,43 +223,50 @@ def meta_train(
                         result.accuracy_ci95, result.per_episode_loss)
 
     learner.train()
-    while iteration < iterations:
-        trained = train_seconds()
-        if seconds is not None and trained >= seconds:
-            status, reason = "time_budget", f"stopped at the {seconds:g} s time budget after {iteration} iterations"
-            break
-        progress = max(iteration / iterations, trained / seconds if seconds else 0.0)
-        metrics = learner.meta_step(sampler.sample(generator, meta_batch), progress)
-        iteration += 1
-        loss = metrics.get("loss")
-        finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
-        trained = train_seconds()
-        yield Step(iteration, time.perf_counter() - start, trained, metrics)
-        if not finite:
-            status = "diverged"
-            reason = f"the meta-training loss became {loss} at iteration {iteration}" if loss is not None else (
-                f"a meta-parameter became NaN/inf at iteration {iteration}"
-            )
-            break
-        if dev is None or iteration == iterations or (seconds is not None and trained >= seconds):
-            continue  # the end of the budget is scored after the loop
-        if eval_every_seconds is None:
-            due, step = iteration % eval_every == 0, iteration
-        else:
-            marks = int(trained // eval_every_seconds)
-            due, step = marks > marks_scored, marks * eval_every_seconds
-            marks_scored = marks
-        if due:
-            last_dev = iteration
-            score = dev_score(step, final=False)
-            yield score
-            if not math.isfinite(score.dev_loss):
-                status, reason = "diverged", f"the dev loss became {score.dev_loss} at iteration {iteration}"
+    interrupt: KeyboardInterrupt | None = None
+    try:
+        while iteration < iterations:
+            trained = train_seconds()
+            if seconds is not None and trained >= seconds:
+                status, reason = "time_budget", f"stopped at the {seconds:g} s time budget after {iteration} iterations"
                 break
-    if dev is not None and last_dev != iteration and status != "diverged":
-        final_step = iteration if eval_every_seconds is None else math.ceil(min(train_seconds(), seconds or math.inf))
-        yield dev_score(final_step, final=True)
-    yield End(status, iteration, time.perf_counter() - start, train_seconds(), reason)
+            progress = max(iteration / iterations, trained / seconds if seconds else 0.0)
+            metrics = learner.meta_step(sampler.sample(generator, meta_batch), progress)
+            iteration += 1
+            loss = metrics.get("loss")
+            finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
+            trained = train_seconds()
+            yield Step(iteration, time.perf_counter() - start, trained, metrics)
+            if not finite:
+                status = "diverged"
+                reason = f"the meta-training loss became {loss} at iteration {iteration}" if loss is not None else (
+                    f"a meta-parameter became NaN/inf at iteration {iteration}"
+                )
+                break
+            if dev is None or iteration == iterations or (seconds is not None and trained >= seconds):
+                continue  # the end of the budget is scored after the loop
+            if eval_every_seconds is None:
+                due, step = iteration % eval_every == 0, iteration
+            else:
+                marks = int(trained // eval_every_seconds)
+                due, step = marks > marks_scored, marks * eval_every_seconds
+                marks_scored = marks
+            if due:
+                last_dev = iteration
+                score = dev_score(step, final=False)
+                yield score
+                if not math.isfinite(score.dev_loss):
+                    status, reason = "diverged", f"the dev loss became {score.dev_loss} at iteration {iteration}"
+                    break
+        if dev is not None and last_dev != iteration and status != "diverged":
+            final_step = iteration if eval_every_seconds is None else math.ceil(min(train_seconds(), seconds or math.inf))
+            yield dev_score(final_step, final=True)
+    except KeyboardInterrupt as err:  # the learner trained so far is worth keeping: end the run, then re-raise above
+        interrupt = err
+        status = "interrupted"
+        reason = (f"interrupted by {'SIGTERM' if isinstance(err, Terminated) else 'Ctrl-C'} after {iteration} "
+                  "iterations")
+    yield End(status, iteration, time.perf_counter() - start, train_seconds(), reason, interrupt)
 
 
 # -- one run of a training config ----------------------------------------------------------------------
@@ -351,3 +360,5 @@ def train_iter(
         nas_meta_version=__version__,
     )
     yield Result(config, learner, metrics)
+    if end.interrupt is not None:  # the caller has had the Result (to keep the learner); now stop as asked
+        raise end.interrupt

@@ -7,15 +7,17 @@ import json
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from safetensors.torch import load_file, save_file
 
-from nas_meta.api import load_learner
-from nas_meta.checkpoint import load_checkpoint, save_learner
-from nas_meta.errors import CheckpointError
+from nas_meta.api import load_learner, train
+from nas_meta.checkpoint import check_learner_target, load_checkpoint, save_learner
+from nas_meta.config import TrainConfig
+from nas_meta.errors import CheckpointError, ConfigError
 from nas_meta.learners import get_learner
 from tests.learners.helpers import tiny_config
 
@@ -118,3 +120,106 @@ def test_weights_of_the_wrong_dtype_or_not_finite_are_refused(tmp_path: Path, dt
     (folder / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(CheckpointError, match=f"tensor '{name}' {message}"):
         load_learner(folder)
+
+
+# -- where `train --out` may save a learner: checked before any training, nothing on disk changed -----------------
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (a link: its target; a folder: 'dir'), by relative path."""
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            seen[key] = "link:" + os.readlink(path)
+        elif path.is_file():
+            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            seen[key] = "dir"
+    return seen
+
+
+OTHER = "; give a new or empty folder, or a learner folder to replace."
+
+
+def _file(tmp: Path) -> Path:
+    (tmp / "notes.txt").write_text("my notes")
+    return tmp / "notes.txt"
+
+
+def _link_to_file(tmp: Path) -> Path:
+    os.symlink(_file(tmp), tmp / "link")
+    return tmp / "link"
+
+
+def _folder_with(*names: str) -> Any:
+    def make(tmp: Path) -> Path:
+        folder = tmp / "out"
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text(f"kept {name}")
+        return folder
+    return make
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(_file, "--out {out!r} is a file; give a folder to save the learner in.", id="a-file"),
+        pytest.param(_link_to_file, "--out {out!r} is a file; give a folder to save the learner in.",
+                     id="a-link-to-a-file"),
+        pytest.param(_folder_with("notes.txt"), "--out {out!r} holds other files (notes.txt)" + OTHER,
+                     id="a-folder-with-a-file"),
+        pytest.param(_folder_with(*[f"run{i}.log" for i in range(7)]),
+                     "--out {out!r} holds other files (run0.log, run1.log, run2.log, run3.log, run4.log, …)" + OTHER,
+                     id="a-folder-with-many-files"),
+        pytest.param(_folder_with("config.yaml"), "--out {out!r} holds other files (config.yaml)" + OTHER,
+                     id="half-a-learner"),
+        pytest.param(_folder_with("config.yaml", "weights.safetensors"),
+                     "--out {out!r} holds other files (config.yaml, weights.safetensors)" + OTHER,
+                     id="a-learner-without-metrics"),
+        pytest.param(_folder_with("data", ".hidden"), "--out {out!r} holds other files (data)" + OTHER,
+                     id="hidden-files-are-not-listed"),
+    ],
+)
+def test_a_train_target_that_is_no_learner_folder_is_refused_untouched(tmp_path: Path, make: Any,
+                                                                       message: str) -> None:
+    out = make(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        check_learner_target(out)
+    assert str(info.value) == message.format(out=str(out))
+    with pytest.raises(ConfigError) as info:  # through the API, before any data is looked for
+        train(TrainConfig(), out, data=tmp_path / "no-data", device="cpu")
+    assert str(info.value) == message.format(out=str(out))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_folder_with(), id="an-empty-folder"),
+        pytest.param(_folder_with(".keep", ".DS_Store"), id="only-hidden-files"),
+        pytest.param(lambda tmp: saved(tmp), id="a-learner-folder"),
+        pytest.param(lambda tmp: tmp / "new" / "deeper", id="a-new-path"),
+    ],
+)
+def test_an_empty_new_or_learner_folder_is_accepted_and_left_as_it_is(tmp_path: Path, make: Any) -> None:
+    out = make(tmp_path)
+    before = snapshot(tmp_path)
+    assert check_learner_target(out) == out
+    assert check_learner_target(str(out), option="--save-to") == out
+    assert snapshot(tmp_path) == before  # checking creates nothing
+
+
+def test_the_option_is_named_as_given(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_learner_target(_file(tmp_path), option="--learner-out")
+    assert str(info.value) == f"--learner-out {str(tmp_path / 'notes.txt')!r} is a file; give a folder to save the learner in."
+
+
+@pytest.mark.parametrize("below", ["notes.txt/learner", "dangling"])
+def test_a_train_target_that_cannot_be_created_is_refused_before_training(tmp_path: Path, below: str) -> None:
+    _file(tmp_path)
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    with pytest.raises(ConfigError):
+        check_learner_target(tmp_path / below)

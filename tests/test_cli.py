@@ -167,22 +167,18 @@ def parse_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str
 def test_a_number_out_of_range_is_refused_naming_the_option_value_and_range(
         sub: str, option: str, value: str, rule: str, capsys: pytest.CaptureFixture[str]) -> None:
     lines = parse_error([*MINIMAL[sub], f"{option}={value}"], capsys)
-    assert lines[0].startswith(f"usage: nas-meta {sub} ")
+    assert len(lines) == 1  # one line, no usage block
     assert lines[-1] == f"nas-meta {sub}: error: argument {option}: {value!r} is not allowed: expected {rule}."
     if not value.startswith("-") or value[1:].isdigit():  # "--opt -1" is read as a negative number too
         assert parse_error([*MINIMAL[sub], option, value], capsys)[-1] == lines[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="'--timeout -inf' (with a space) is read as an unknown option '-inf', so the "
-                                       "message is 'expected one argument' without the value or the range")
 def test_minus_inf_after_a_space_is_refused_with_the_range(capsys: pytest.CaptureFixture[str]) -> None:
     lines = parse_error(["search", "s.yaml", "--timeout", "-inf"], capsys)
     assert lines[-1] == ("nas-meta search: error: argument --timeout: '-inf' is not allowed: expected a number > 0 and "
                          "<= 1e+09.")
 
 
-@pytest.mark.xfail(strict=True, reason="the refused text is echoed in full: a 5000-digit --episodes gives a "
-                                       "5000-character message")
 def test_a_huge_number_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     lines = parse_error(["evaluate", "runs/x", "--episodes", "9" * 5000], capsys)
     assert len(lines[-1]) < 300 and "9" * 100 not in lines[-1]
@@ -232,9 +228,7 @@ def _options() -> list[Any]:
             if (not action.option_strings or action.help == argparse.SUPPRESS or action.required
                     or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
                 continue  # positional arguments, hidden and required options, argparse's own -h and --version
-            marks = ([pytest.mark.xfail(strict=True, reason="-v/-q state no default in their help")]
-                     if action.dest in ("verbose", "quiet") else [])
-            cases.append(pytest.param(path, action.option_strings[-1], marks=marks,
+            cases.append(pytest.param(path, action.option_strings[-1],
                                       id=f"{' '.join(path) or 'nas-meta'} {action.option_strings[-1]}"))
     return cases
 

@@ -47,8 +47,12 @@ def test_round_trip() -> None:
     assert isinstance(dump_yaml(config.to_dict()), str)
 
 
-def test_defaults_when_empty(tmp_path: Path) -> None:
-    assert load_train_config(write(tmp_path, "")) == TrainConfig()
+def test_an_empty_mapping_takes_every_default_and_an_empty_file_is_refused(tmp_path: Path) -> None:
+    assert load_train_config(write(tmp_path, "{}\n")) == TrainConfig()
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}: is empty; give a mapping of fields (an empty mapping {{}} takes every default)."
 
 
 @pytest.mark.parametrize(
@@ -202,6 +206,7 @@ def test_baseline_lookup_prefers_the_study_folder_and_names_what_exists(tmp_path
 TRAIN_FIELDS = "['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'seed']"
 LEARNER_FIELDS = ("['strategy', 'inner_lr', 'train_steps', 'test_steps', 'outer_lr', 'meta_batch', 'inner_optimizer', "
                   "'meta_step', 'init']")
+EMPTY = "is empty; give a mapping of fields (an empty mapping {} takes every default)."
 STUDY_FIELDS = ("['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'search_space', "
                 "'objectives', 'sampler', 'pruner', 'storage', 'n_trials', 'timeout', 'baselines', 'seed']")
 SPACE_FIELDS = "['name', 'parameters', 'description', 'fixed']"
@@ -380,8 +385,9 @@ def test_hostile_training_config_is_refused_in_one_line(tmp_path: Path, text: st
 
 STUDY_BASE = "name: st\nsearch_space: space.yaml\ntask: {ways: 5, shots: 1, query: 2}\n"
 HOSTILE_STUDY = [
-    _param("null\n", f"search_space is required but missing; fields: {STUDY_FIELDS}.", "document-null"),
-    _param("", f"search_space is required but missing; fields: {STUDY_FIELDS}.", "document-empty"),
+    _param("null\n", EMPTY, "document-null"),
+    _param("", EMPTY, "document-empty"),
+    _param("{}\n", f"name is required but missing; fields: {STUDY_FIELDS}.", "document-empty-mapping"),
     _param("name: st\n", f"search_space is required but missing; fields: {STUDY_FIELDS}.", "required-missing"),
     _param("name: st\nsearch_space: null\n", "search_space=None must be a string.", "required-null"),
     _param("name: st\nsearch_space: [space.yaml]\n", "search_space=['space.yaml'] must be a string.", "required-list"),
@@ -459,8 +465,6 @@ def test_a_study_name_of_101_characters_is_refused_without_echoing_it(tmp_path: 
                                               f"{NAME_RULE}.")
 
 
-@pytest.mark.xfail(strict=True, reason="StudySpec.name inherits RunSections' default 'learner': a study file without "
-                                       "a name is accepted and its study is silently called 'learner'")
 def test_a_study_file_without_a_name_is_refused(tmp_path: Path) -> None:
     (tmp_path / "space.yaml").write_text(SPACE)
     path = tmp_path / "study.yaml"
@@ -470,7 +474,10 @@ def test_a_study_file_without_a_name_is_refused(tmp_path: Path) -> None:
 
 HOSTILE_SPACE = [
     _param("- 1\n", "the file must be a mapping of fields, but got list [1].", "document-list"),
-    _param("null\n", f"name is required but missing; fields: {SPACE_FIELDS}.", "document-null"),
+    _param("null\n", EMPTY, "document-null"),
+    _param("{}\n", f"name is required but missing; fields: {SPACE_FIELDS}.", "document-empty-mapping"),
+    _param("name: s\nparameters: []\n", "parameters=[] is not allowed: expected at least one parameter to search.",
+           "no-parameter"),
     _param("name: s\n", f"parameters is required but missing; fields: {SPACE_FIELDS}.", "parameters-missing"),
     _param("name: s\nparameters: null\n", "parameters=None must be a list.", "parameters-null"),
     _param("name: s\nparameters: {a: 1}\n", "parameters={'a': 1} must be a list.", "parameters-mapping"),
@@ -498,9 +505,11 @@ HOSTILE_SPACE = [
            "'architecture.activation', 'architecture.head', 'learner.strategy', 'learner.inner_lr', "
            "'learner.train_steps', 'learner.test_steps', 'learner.outer_lr', 'learner.meta_batch', "
            "'learner.inner_optimizer', 'learner.meta_step', 'learner.init'].", "name-not-searchable"),
-    _param("name: s\nparameters: []\nfixed: {architecture.blocks: 99}\n",
+    _param("name: s\nparameters: [{name: learner.strategy, type: categorical, choices: [maml]}]\n"
+           "fixed: {architecture.blocks: 99}\n",
            "fixed: architecture.blocks=99 is not allowed: expected an integer in [1, 8].", "fixed-out-of-range"),
-    _param("name: s\nparameters: []\nfixed: {architecture.depth: 3}\n",
+    _param("name: s\nparameters: [{name: learner.strategy, type: categorical, choices: [maml]}]\n"
+           "fixed: {architecture.depth: 3}\n",
            "fixed: architecture.depth is not a field of a training config.", "fixed-unknown"),
     _param("name: s\nparameters: []\nfixed: [1]\n", "fixed=[1] must be a mapping.", "fixed-list"),
 ]
@@ -536,7 +545,8 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
                      r"'strategy' appears twice \(first on line 1\)\.", id="duplicate-key-nested"),
         pytest.param("task:\n  ways: 5\n  ways: 20\n", r"is not valid YAML at line 3: the key 'ways' appears twice "
                      r"\(first on line 2\)\.", id="duplicate-key-block"),
-        pytest.param("seed: 1\n---\nseed: 2\n", r"is not valid YAML at line 2: .*another document\.",
+        pytest.param("seed: 1\n---\nseed: 2\n", r"is not valid YAML at line 2: it holds several YAML documents "
+                     r"\(---\); give one\.",
                      id="several-documents"),
         pytest.param("seed: !!python/object/apply:os.system ['true']\n", r"is not plain YAML at line 1: could not "
                      r"determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system' \(tags "
@@ -555,7 +565,7 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
                      r"aliases\?\)\.", id="billion-laughs"),
         pytest.param("a: " + "{b: " * 1000 + "1" + "}" * 1000 + "\n", r"is nested too deeply to be a nas-meta YAML "
                      r"file\.", id="deep-mappings"),
-        pytest.param("a: " + "[" * 700 + "]" * 700 + "\n", r"is nested too deeply to be a nas-meta YAML file\.",
+        pytest.param("a: " + "[" * 600 + "]" * 600 + "\n", r"is nested too deeply to be a nas-meta YAML file\.",
                      id="deep-lists"),
         pytest.param("task: {ways: [}\n", r"is not valid YAML at line 1: expected the node content, but found '}'\.",
                      id="malformed-flow"),
@@ -615,7 +625,7 @@ HUGE = "x" * 400_000
         pytest.param(f"task: {{ways: {'9' * 4000}}}\n", id="huge-integer-in-range-check"),
         pytest.param(f"{HUGE}: 1\n", id="huge-key"),
         pytest.param(f"learner: {{{HUGE}: 1}}\n", id="huge-nested-key"),
-        pytest.param(f"name: [{', '.join(['ab'] * 50_000)}]\n", id="huge-list"),
+        pytest.param(f"name: [{', '.join(['ab'] * 8_000)}]\n", id="huge-list"),
         pytest.param(f"- {HUGE}\n", id="huge-document"),
     ],
 )
@@ -631,10 +641,10 @@ def test_a_huge_value_is_never_echoed(tmp_path: Path, text: str) -> None:
 @pytest.mark.parametrize(
     ("setting", "pattern"),
     [
-        pytest.param("noequals", r"--set 'noequals' is not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.",
+        pytest.param("noequals", r"--set 'noequals': not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.",
                      id="no-equals"),
-        pytest.param("=5", r"--set '=5' is not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.", id="empty-key"),
-        pytest.param(" =5", r"--set ' =5' is not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.", id="blank-key"),
+        pytest.param("=5", r"--set '=5': not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.", id="empty-key"),
+        pytest.param(" =5", r"--set ' =5': not KEY=VALUE \(e\.g\. --set budget\.seconds=60\)\.", id="blank-key"),
         pytest.param("bogus=1", r"--set 'bogus=1': 'bogus' is not a field of .*; fields: "
                      + re.escape(TRAIN_FIELDS) + r"\.", id="unknown-top"),
         pytest.param("learner.bogus=1", r"--set 'learner\.bogus=1': 'bogus' is not a field of learner; fields: "
@@ -693,16 +703,12 @@ def test_an_invalid_override_of_a_study_names_the_study_file(tmp_path: Path) -> 
         f"{path} with --set name=../x: name='../x' is not allowed: expected {NAME_RULE}.")
 
 
-@pytest.mark.xfail(strict=True, reason="a --set that is not KEY=VALUE, names an unknown key, reaches into a scalar or "
-                                       "holds invalid YAML is reported without the file it was applied to")
 @pytest.mark.parametrize("setting", ["noequals", "bogus=1", "learner.inner_lr.x=1", "seed=["])
 def test_every_override_message_names_the_file(tmp_path: Path, setting: str) -> None:
     path = write(tmp_path, "learner: {strategy: maml}\n")
     assert str(path) in refused(lambda p: load_train_config(p, [setting]), path)
 
 
-@pytest.mark.xfail(strict=True, reason="'<file> with --set <all overrides>' echoes every override in full, so a huge "
-                                       "value (or key) is repeated in the message")
 @pytest.mark.parametrize("setting", [f"name={HUGE}", f"learner.strategy={HUGE}", f"{HUGE}=1"])
 def test_a_huge_override_is_never_echoed(tmp_path: Path, setting: str) -> None:
     path = write(tmp_path, "learner: {strategy: maml}\n")

@@ -5,9 +5,17 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import logging
+import os
+import re
+import shutil
+import struct
 import threading
 import time
+import warnings
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +63,7 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_not_a_zip_and_truncated_zip_name_the_file(tmp_path: Path, omniglot: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -172,3 +181,373 @@ def test_real_omniglot_loads_from_cache_and_splits_are_disjoint(omniglot: Path) 
     lake = data.class_splits("lake", dataset)
     alphabets = [set(dataset.alphabet_of[lake[s].characters].tolist()) for s in data.SPLITS]
     assert len(alphabets[0]) == 25 and len(alphabets[1]) == 5 and not alphabets[0] & alphabets[1]
+
+
+# -- hostile zips and caches: small synthetic zips in the official layout (fast), copies of the real ones (slow) ----
+
+SMALL = {"images_background": [("Alpha", 1), ("Alpha", 2), ("Beta", 1)],  # 2 alphabets, 3 characters
+         "images_evaluation": [("Gamma", 1), ("Gamma", 2)]}  # 1 alphabet, 2 characters
+FIRST = "images_background/Alpha/character01/0001_01.png"  # the first drawing decoded
+
+
+def drawing_png(seed: int, size: tuple[int, int] = (105, 105), mode: str = "1") -> bytes:
+    """A 1-bit PNG like Omniglot's: True = background, some ink."""
+    ink = np.random.default_rng(seed).random(size[::-1]) > 0.2
+    buffer = io.BytesIO()
+    Image.fromarray(ink).convert(mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with almost no data behind it."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+
+
+def small_entries(name: str) -> dict[str, bytes]:
+    entries, seed = {}, 0
+    for number, (alphabet, character) in enumerate(SMALL[name], start=1 if name == data.ZIP_NAMES[0] else 4):
+        for drawing in range(1, 21):
+            seed += 1
+            entries[f"{name}/{alphabet}/character{character:02d}/{number:04d}_{drawing:02d}.png"] = drawing_png(seed)
+    return entries
+
+
+def write_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, payload in entries.items():
+            z.writestr(name, payload)
+    return path
+
+
+@pytest.fixture()
+def small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder with two tiny zips in the official layout; the expected counts patched to theirs."""
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "images_background", (2, 3))
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "images_evaluation", (1, 2))
+    monkeypatch.setenv("NAS_META_CACHE", str(tmp_path / "user-cache"))
+    folder = tmp_path / "omniglot"
+    folder.mkdir()
+    for name in data.ZIP_NAMES:
+        write_zip(folder / f"{name}.zip", small_entries(name))
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused_data(folder: Path, size: int = 8) -> str:
+    """The one-line DataError loading ``folder`` gives, quickly; nothing under ``folder`` is written or changed."""
+    before = snapshot(folder)
+    start = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        data.load_omniglot(folder, size)
+    assert time.perf_counter() - start < 3.0
+    message = str(info.value)
+    assert "\n" not in message and snapshot(folder) == before
+    return message
+
+
+def member_data_offset(path: Path, entry: str) -> tuple[int, zipfile.ZipInfo]:
+    """Where the stored (compressed) bytes of ``entry`` start in the zip file."""
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(entry)
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    return info.header_offset + 30 + name_length + extra_length, info
+
+
+def edit_member(path: Path, entry: str, edit: Callable[[bytearray, int, zipfile.ZipInfo], None]) -> None:
+    raw = bytearray(path.read_bytes())
+    start, info = member_data_offset(path, entry)
+    edit(raw, start, info)
+    path.write_bytes(bytes(raw))
+
+
+def flip(offset: Callable[[zipfile.ZipInfo], int], length: int = 16) -> Callable[[bytearray, int, zipfile.ZipInfo], None]:
+    def edit(raw: bytearray, start: int, info: zipfile.ZipInfo) -> None:
+        for i in range(start + offset(info), start + offset(info) + length):
+            raw[i] ^= 0xFF
+    return edit
+
+
+def corrupt(zip_path: Path, entry: str, reason: str) -> str:
+    return re.escape(f"{zip_path}: entry {entry!r} is corrupt (") + reason + re.escape("); download the zip again.")
+
+
+BAD_CRC_OR_ZLIB = (r"(Bad CRC-32 for file '[^']+'|Error -3 while decompressing data: [^)]+"
+                   r"|Compressed file ended before the end-of-stream marker was reached)")
+
+
+@pytest.mark.parametrize(
+    ("compression", "offset"),
+    [
+        pytest.param(zipfile.ZIP_DEFLATED, lambda info: 0, id="deflated-start"),
+        pytest.param(zipfile.ZIP_DEFLATED, lambda info: info.compress_size // 2, id="deflated-middle"),
+        pytest.param(zipfile.ZIP_DEFLATED, lambda info: info.compress_size - 16, id="deflated-end"),
+        pytest.param(zipfile.ZIP_STORED, lambda info: info.compress_size // 2, id="stored-middle"),
+    ],
+)
+def test_a_corrupted_member_is_named_with_its_zip(small: Path, compression: int,
+                                                  offset: Callable[[zipfile.ZipInfo], int]) -> None:
+    zip_path = write_zip(small / "images_background.zip", small_entries("images_background"), compression)
+    edit_member(zip_path, FIRST, flip(offset))
+    message = refused_data(small)
+    assert re.fullmatch(corrupt(zip_path, FIRST, BAD_CRC_OR_ZLIB), message), message
+    assert not (small / ".nas-meta-cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        pytest.param(drawing_png(1, (50, 50)), re.escape("it is 50x50 pixels, not an Omniglot drawing (105x105)"),
+                     id="png-of-the-wrong-size"),
+        pytest.param(drawing_png(1, (105, 104)), re.escape("it is 105x104 pixels, not an Omniglot drawing (105x105)"),
+                     id="png-one-pixel-short"),
+        pytest.param(png_header_only(12_000, 12_000), re.escape("it is 12000x12000 pixels, not an Omniglot drawing "
+                                                                "(105x105)"), id="png-claiming-144-megapixels"),
+        pytest.param(png_header_only(60_000, 60_000), r"Image size \(3600000000 pixels\) exceeds limit .*",
+                     id="png-decompression-bomb"),
+        pytest.param(b"hello, not a png", r"it is not a PNG image", id="not-a-png"),
+        pytest.param(b"", r"it is not a PNG image", id="empty-member"),
+        pytest.param(drawing_png(1)[:120], re.escape("image file is truncated"), id="truncated-png"),
+    ],
+)
+def test_a_member_that_is_no_drawing_is_named(small: Path, payload: bytes, reason: str) -> None:
+    entries = small_entries("images_background")
+    entries[FIRST] = payload
+    zip_path = write_zip(small / "images_background.zip", entries)
+    with warnings.catch_warnings():  # PIL warns about a 144-megapixel header before nas-meta refuses it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        message = refused_data(small)
+    assert re.fullmatch(corrupt(zip_path, FIRST, reason), message), message
+
+
+def test_a_member_unpacking_to_more_than_a_mebibyte_is_refused_unread(small: Path) -> None:
+    entries = small_entries("images_background")
+    entries[FIRST] = b"\x00" * (2 << 20)  # 2 MiB of zeros: a few kB compressed
+    zip_path = write_zip(small / "images_background.zip", entries)
+    assert zip_path.stat().st_size < 200_000
+    assert refused_data(small) == (f"{zip_path}: entry {FIRST!r} unpacks to 2097152 bytes, not an Omniglot drawing "
+                                   "(at most 1048576); download the zip again.")
+
+
+def _claim_size(size: int) -> Callable[[Path], None]:
+    def edit(zip_path: Path) -> None:
+        raw = bytearray(zip_path.read_bytes())
+        central = raw.find(b"PK\x01\x02")  # the first central directory record is FIRST's
+        raw[central + 24:central + 28] = struct.pack("<I", size)
+        zip_path.write_bytes(bytes(raw))
+    return edit
+
+
+def test_a_member_whose_header_claims_a_huge_size_is_refused(small: Path) -> None:
+    zip_path = small / "images_background.zip"
+    _claim_size(5 << 20)(zip_path)
+    assert refused_data(small) == (f"{zip_path}: entry {FIRST!r} unpacks to 5242880 bytes, not an Omniglot drawing "
+                                   "(at most 1048576); download the zip again.")
+
+
+def test_a_member_that_unpacks_to_more_than_its_header_claims_is_cut_and_refused(small: Path) -> None:
+    entries = small_entries("images_background")
+    entries[FIRST] = b"\x00" * (2 << 20)
+    zip_path = write_zip(small / "images_background.zip", entries)
+    raw = bytearray(zip_path.read_bytes())
+    raw[22:26] = struct.pack("<I", 1000)  # the local header
+    zip_path.write_bytes(bytes(raw))
+    _claim_size(1000)(zip_path)  # and the central directory claim 1000 bytes
+    message = refused_data(small)
+    assert re.fullmatch(corrupt(zip_path, FIRST, BAD_CRC_OR_ZLIB), message), message
+
+
+def test_an_unsupported_compression_method_is_named(small: Path) -> None:
+    zip_path = small / "images_background.zip"
+    raw = bytearray(zip_path.read_bytes())
+    raw[8] = 99  # the local header's method
+    raw[raw.find(b"PK\x01\x02") + 10] = 99  # and the central directory's
+    zip_path.write_bytes(bytes(raw))
+    assert re.fullmatch(corrupt(zip_path, FIRST, re.escape("That compression method is not supported")),
+                        refused_data(small))
+
+
+def test_an_encrypted_member_is_named(small: Path) -> None:
+    zip_path = small / "images_background.zip"
+    raw = bytearray(zip_path.read_bytes())
+    raw[6] |= 1  # "encrypted" in the local header's flags
+    raw[raw.find(b"PK\x01\x02") + 8] |= 1  # and in the central directory's
+    zip_path.write_bytes(bytes(raw))
+    assert re.fullmatch(corrupt(zip_path, FIRST, r".*encrypted.*"), refused_data(small))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(lambda e: e.update({"images_background/README.txt": b"hi"}),
+                     "{zip}: unexpected entry 'images_background/README.txt'; the official layout is "
+                     "images_background/<Alphabet>/character<NN>/<id>_<NN>.png.", id="extra-file"),
+        pytest.param(lambda e: e.update({"images_background/../evil.png": b"x"}),
+                     "{zip}: unexpected entry 'images_background/../evil.png'; the official layout is "
+                     "images_background/<Alphabet>/character<NN>/<id>_<NN>.png.", id="path-traversal"),
+        pytest.param(lambda e: e.update({"images_evaluation/Gamma/character01/0009_01.png": b"x"}),
+                     "{zip}: unexpected entry 'images_evaluation/Gamma/character01/0009_01.png'; the official layout "
+                     "is images_background/<Alphabet>/character<NN>/<id>_<NN>.png.", id="entry-of-the-other-zip"),
+        pytest.param(lambda e: e.pop(FIRST),
+                     "{zip}: images_background/Alpha/character01 has drawings [" + ", ".join(map(str, range(2, 21)))
+                     + "], expected exactly 1..20.", id="missing-drawing"),
+        pytest.param(lambda e: e.update({"images_background/Alpha/character01/0001_21.png": drawing_png(0)}),
+                     "{zip}: images_background/Alpha/character01 has drawings [" + ", ".join(map(str, range(1, 22)))
+                     + "], expected exactly 1..20.", id="drawing-21"),
+        pytest.param(lambda e: e.update({"images_background/Alpha/character01/0099_01.png": drawing_png(0)}),
+                     "{zip}: images_background/Alpha/character01 has drawings [1, 1, " + ", ".join(map(str, range(2, 21)))
+                     + "], expected exactly 1..20.", id="duplicate-drawing"),
+        pytest.param(lambda e: e.update({"images_background/Delta/character01/0010_01.png": drawing_png(0)}),
+                     "{zip}: holds 3 alphabets and 4 characters, but the official images_background.zip has 2 "
+                     "alphabets and 3 characters.", id="extra-character"),
+    ],
+)
+def test_a_zip_laid_out_wrongly_names_what_is_wrong(small: Path, edit: Callable[[dict[str, bytes]], object],
+                                                    message: str) -> None:
+    entries = small_entries("images_background")
+    edit(entries)
+    zip_path = write_zip(small / "images_background.zip", entries)
+    assert refused_data(small) == message.format(zip=zip_path)
+
+
+def test_a_zip_with_too_many_entries_is_refused_before_reading_them(small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "MAX_MEMBERS", 50)
+    zip_path = small / "images_background.zip"
+    assert refused_data(small) == (f"{zip_path}: holds 60 entries, far more than the official images_background.zip; "
+                                   "download it again.")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b"", id="empty"),
+        pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
+        pytest.param(lambda b: b"this is not a zip", id="text"),
+        pytest.param(lambda b: b[:-10], id="central-directory-cut"),
+    ],
+)
+def test_a_zip_that_is_no_zip_is_named(small: Path, damage: Callable[[bytes], bytes]) -> None:
+    zip_path = small / "images_evaluation.zip"
+    zip_path.write_bytes(damage(zip_path.read_bytes()))
+    message = refused_data(small)
+    assert re.fullmatch(re.escape(f"{zip_path}: is not a valid zip archive (") + r"[^)]+" + re.escape("); download it "
+                        "again."), message), message
+
+
+def test_a_zip_that_is_a_folder_or_a_data_folder_that_is_a_file(small: Path) -> None:
+    (small / "images_evaluation.zip").unlink()
+    (small / "images_evaluation.zip").mkdir()
+    assert refused_data(small) == (f"--data={str(small)!r} lacks images_evaluation.zip; the folder must hold "
+                                   "images_background.zip and images_evaluation.zip.")
+    not_a_folder = small / "images_background.zip"
+    with pytest.raises(DataError) as info:
+        data.load_omniglot(not_a_folder)
+    assert str(info.value) == (f"--data={str(not_a_folder)!r} is not a folder; it must hold images_background.zip and "
+                               "images_evaluation.zip.")
+
+
+# -- a damaged decoded cache is detected, logged and rebuilt ------------------------------------------------------
+
+class _Exploit:
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.flag}",))
+
+
+def _pickle_npz(path: Path) -> None:
+    """A cache holding a pickle that would create ``pwned`` beside it if it were ever unpickled."""
+    with open(path, "wb") as f:
+        np.savez(f, images=np.array([_Exploit(path.parent / "pwned")], dtype=object), checksum=np.asarray("x"))
+
+
+def _edited_npz(path: Path) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["images"] = arrays["images"].copy()
+    arrays["images"][0, 0, 0, 0] ^= 0xFF  # the content changed, the recorded checksum kept
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _without_checksum(path: Path) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "checksum"}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _flip_middle(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), id="truncated"),
+        pytest.param(_flip_middle, id="bit-flipped"),
+        pytest.param(lambda p: p.write_bytes(b""), id="empty"),
+        pytest.param(lambda p: p.write_bytes(b"not an npz"), id="text"),
+        pytest.param(_edited_npz, id="content-changed-checksum-kept"),
+        pytest.param(_without_checksum, id="checksum-missing"),
+        pytest.param(_pickle_npz, id="pickled-objects"),
+    ],
+)
+def test_a_damaged_cache_is_detected_logged_and_rebuilt(small: Path, damage: Callable[[Path], None],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    fresh = data.load_omniglot(small, 8)
+    (cache,) = (small / ".nas-meta-cache").glob("omniglot-8px-*.npz")
+    zips = {n: (small / f"{n}.zip").read_bytes() for n in data.ZIP_NAMES}
+    damage(cache)
+    with caplog.at_level(logging.WARNING, logger="nas_meta.data"):
+        again = data.load_omniglot(small, 8)
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(logged) == 1 and re.fullmatch(rf"the decoded cache {re.escape(str(cache))} is damaged \(.+\); "
+                                             "decoding the zips again to rebuild it", logged[0]), logged
+    decoded = data._decode(small, 8, None)  # a fresh decode, no cache involved
+    for dataset in (again, data._load_cache(cache, 8)):  # what was returned, and the rebuilt cache
+        assert np.array_equal(dataset.images, decoded.images) and np.array_equal(dataset.images, fresh.images)
+        assert dataset.characters == decoded.characters and dataset.background == decoded.background == 3
+    assert {n: (small / f"{n}.zip").read_bytes() for n in data.ZIP_NAMES} == zips
+    assert sorted(p.name for p in (small / ".nas-meta-cache").iterdir()) == [cache.name]  # no temporary left behind
+
+
+# -- the same on copies of the real zips (slow) -------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_corrupted_member_of_a_real_zip_is_named(tmp_path: Path, omniglot: Path) -> None:
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in data.ZIP_NAMES:
+        shutil.copy(omniglot / f"{name}.zip", folder / f"{name}.zip")
+    zip_path = folder / "images_background.zip"
+    with zipfile.ZipFile(zip_path) as z:
+        first = min(n for n in z.namelist() if n.endswith(".png"))
+    edit_member(zip_path, first, flip(lambda info: info.compress_size // 2))
+    message = refused_data(folder, 28)
+    assert re.fullmatch(corrupt(zip_path, first, BAD_CRC_OR_ZLIB), message), message
+
+
+@pytest.mark.slow
+def test_an_oversized_member_added_to_a_real_zip_is_refused(tmp_path: Path, omniglot: Path) -> None:
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in data.ZIP_NAMES:
+        shutil.copy(omniglot / f"{name}.zip", folder / f"{name}.zip")
+    zip_path = folder / "images_evaluation.zip"
+    entry = "images_evaluation/Angelic/character01/9999_21.png"
+    with zipfile.ZipFile(zip_path, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(entry, b"\x00" * (3 << 20))
+    assert refused_data(folder, 28) == (f"{zip_path}: entry {entry!r} unpacks to 3145728 bytes, not an Omniglot "
+                                        "drawing (at most 1048576); download the zip again.")

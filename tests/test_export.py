@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -14,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from nas_meta.config import apply_overrides, dump_yaml, load_study_spec, load_train_config
-from nas_meta.errors import ConfigError
+from nas_meta.errors import ConfigError, StorageError
 from nas_meta.export import export_study
 from nas_meta.search import search
 from nas_meta.storage import open_storage
@@ -111,3 +114,155 @@ def test_multi_objective_study_exports_its_pareto_front(tmp_path: Path, omniglot
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert {"dev_loss", "parameters"} <= set(table.columns)
     assert "Pareto front" in (tmp_path / "out" / "report.html").read_text()
+
+
+# -- where `export --out` may write: refused targets are left byte for byte, an earlier export is replaced -----------
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (a link: its target; a folder: 'dir'), by relative path."""
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            seen[key] = "link:" + os.readlink(path)
+        elif path.is_file():
+            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            seen[key] = "dir"
+    return seen
+
+
+HEADER = ("number,state,dev_loss,datetime_start,duration_s,strategy,baseline,dev_accuracy,dev_accuracy_ci95,parameters,"
+          "adaptation_latency_ms,iterations,train_seconds,device,status,reason\n")
+
+
+def quick_study(tmp_path: Path, name: str = "quick", values: tuple[float, ...] = (0.7, 0.4)) -> str:
+    """A journal holding study ``name`` with completed trials (no training) and an empty study 'empty'."""
+    storage = f"journal:{tmp_path / 'studies.journal'}"
+    handle = open_storage(storage)
+    study = optuna.create_study(study_name=name, storage=handle.storage, load_if_exists=True)
+    study.set_user_attr("study_file", (REPO / "studies" / "smoke.yaml").read_text())
+    study.set_user_attr("search_space", (REPO / "search_spaces" / "lr-init.yaml").read_text())
+    base = load_study_spec(REPO / "studies" / "smoke.yaml").base_config()
+    dist = {"learner.inner_lr": FloatDistribution(0.01, 1.0, log=True)}
+    for value in values:
+        lr = round(value / 2, 3)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"learner.inner_lr": lr},
+                                     distributions=dist, user_attrs={"strategy": "maml", "dev_accuracy": 1 - value,
+                                     "config": dump_yaml(apply_overrides(base, {"learner.inner_lr": lr}).to_dict())}))
+    if "empty" not in [s.study_name for s in optuna.get_all_study_summaries(handle.storage)]:
+        optuna.create_study(study_name="empty", storage=handle.storage)
+    return storage
+
+
+def _file(tmp: Path) -> Path:
+    (tmp / "report.pdf").write_bytes(b"%PDF my report")
+    return tmp / "report.pdf"
+
+
+def _folder_with(*names: str) -> Any:
+    def make(tmp: Path) -> Path:
+        folder = tmp / "out"
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text(f"kept {name}")
+        return folder
+    return make
+
+
+NOT_EXPORT = "; give a new or empty folder, or an earlier export to replace."
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(_file, "--out {out!r} is a file; give a folder for the export.", id="a-file"),
+        pytest.param(_folder_with("notes.txt"), "--out {out!r} holds files that are not an export (notes.txt)"
+                     + NOT_EXPORT, id="a-folder-with-a-file"),
+        pytest.param(_folder_with("trials.csv", "summary.md", "thesis.tex"),
+                     "--out {out!r} holds files that are not an export (thesis.tex)" + NOT_EXPORT,
+                     id="an-export-with-a-foreign-file"),
+        pytest.param(_folder_with("config.yaml", "metrics.json", "weights.safetensors"),
+                     "--out {out!r} holds files that are not an export (config.yaml, metrics.json, weights.safetensors)"
+                     + NOT_EXPORT, id="a-learner-folder"),
+        pytest.param(_folder_with(*[f"f{i}.txt" for i in range(6)]),
+                     "--out {out!r} holds files that are not an export (f0.txt, f1.txt, f2.txt, f3.txt, f4.txt, …)"
+                     + NOT_EXPORT, id="many-files"),
+    ],
+)
+def test_an_export_target_that_is_no_export_is_refused_untouched(tmp_path: Path, make: Any, message: str) -> None:
+    storage = quick_study(tmp_path)
+    out = make(tmp_path)
+    before = snapshot(tmp_path)  # the target, the journal and the folder a staging copy would go in
+    with pytest.raises(ConfigError) as info:
+        export_study("quick", storage, out)
+    assert str(info.value) == message.format(out=str(out))
+    assert snapshot(tmp_path) == before
+
+
+def test_an_unknown_study_or_storage_is_refused_and_writes_no_export(tmp_path: Path) -> None:
+    storage = quick_study(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        export_study("quik", storage, tmp_path / "out")
+    assert str(info.value) == (f"--study-name 'quik': no such study in {storage}; studies there: ['empty', 'quick'].")
+    with pytest.raises(ConfigError) as info:
+        export_study("quick", "redis://:hunter2@h/0", tmp_path / "out")
+    assert "hunter2" not in str(info.value) and str(info.value).startswith("--storage 'redis://:***@h/0': the scheme")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_export_from_a_missing_journal_creates_nothing(tmp_path: Path) -> None:
+    journal = tmp_path / "typo" / "studies.journal"
+    with pytest.raises(StorageError) as info:
+        export_study("quick", f"journal:{journal}", tmp_path / "out")
+    assert str(info.value) == f"cannot open storage journal:{journal}: no such journal file."
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_earlier_export_is_replaced(tmp_path: Path) -> None:
+    storage = quick_study(tmp_path)
+    out = tmp_path / "out"
+    export_study("quick", storage, out)
+    assert pd.read_csv(out / "trials.csv")["dev_loss"].tolist() == [0.7, 0.4]
+    (out / ".notes").write_text("hidden files are kept")
+    quick_study(tmp_path, values=(0.2,))  # one more trial, now the best
+    result = export_study("quick", storage, out)
+    assert result["trials"] == 3 and result["best_trials"] == [2]
+    assert pd.read_csv(out / "trials.csv")["dev_loss"].tolist() == [0.7, 0.4, 0.2]
+    assert load_train_config(out / "best.yaml").learner.inner_lr == 0.1
+    assert "trials: 3 (COMPLETE: 3)" in (out / "summary.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == [".notes", "best.yaml", "report.html", "summary.md", "trials.csv",
+                                                     "trials.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "studies.journal"]  # no staging folder left
+
+
+def test_a_study_without_trials_gives_a_valid_empty_export(tmp_path: Path) -> None:
+    storage = quick_study(tmp_path)
+    journal = (tmp_path / "studies.journal").read_bytes()
+    result = export_study("empty", storage, tmp_path / "out")
+    out = tmp_path / "out"
+    assert result == {"study": "empty", "out": str(out), "trials": 0,
+                      "files": ["trials.csv", "trials.parquet", "report.html", "summary.md"], "best_trials": []}
+    assert (out / "trials.csv").read_text() == HEADER
+    assert pd.read_csv(out / "trials.csv").empty and pd.read_parquet(out / "trials.parquet").empty
+    assert (out / "summary.md").read_text().splitlines()[:5] == [
+        "# Study `empty`", "", "- protocol: `?`; study file: `?`; nas-meta ?", "- objectives: dev_loss (minimised)",
+        "- trials: 0 (none)"]
+    report = (out / "report.html").read_text()
+    assert "nas-meta study empty" in report and "0 trials (0 finished)" in report
+    assert not (out / "best.yaml").exists() and not (out / "pareto").exists()
+    assert (tmp_path / "studies.journal").read_bytes() == journal  # exporting reads the study, never writes it
+
+
+def test_an_export_replacing_one_with_a_best_config_leaves_no_stale_best(tmp_path: Path) -> None:
+    storage = quick_study(tmp_path)
+    export_study("quick", storage, tmp_path / "out")
+    export_study("empty", storage, tmp_path / "out")
+    assert not (tmp_path / "out" / "best.yaml").exists()
+
+
+def test_an_export_below_a_file_is_refused(tmp_path: Path) -> None:
+    storage = quick_study(tmp_path)
+    with pytest.raises(ConfigError):
+        export_study("quick", storage, _file(tmp_path) / "out")

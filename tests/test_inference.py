@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,3 +182,220 @@ def test_load_learner_adapts_on_raw_png_arrays(trained: Path, omniglot: Path) ->
             correct += int((predicted == np.asarray(truth)).sum())
             total += len(truth)
     assert correct / total > 0.4  # chance is 0.2
+
+
+# -- the image API contract under hostile input: exact messages, the learner folder and the learner untouched ------
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def learner_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return saved(tmp_path_factory.mktemp("hostile"), "maml")[0]  # batch norm: tiny_config's default
+
+
+@pytest.fixture()
+def trained_tiny(learner_folder: Path) -> Any:
+    before = snapshot(learner_folder)
+    trained = load_learner_folder(learner_folder)
+    state = {k: v.clone() for k, v in trained.learner.state_dict().items()}
+    yield trained
+    after = trained.learner.state_dict()
+    assert all(torch.equal(after[k], state[k]) for k in state)  # a refused call changes nothing
+    assert snapshot(learner_folder) == before
+
+
+SHAPE_RULE = "must be one image (H, W) or a batch (n, H, W) or (n, 1, H, W), but got shape"
+RAW_RULE = "raw drawings are square, at least 8 pixels a side (105x105 in Omniglot)"
+DTYPE_RULE = "give bool or uint8 drawings, or float images in [0, 1]."
+TYPE_RULE = "must be an array, a tensor, a PIL image or a sequence of them, not"
+COLOR = " (color images? give grayscale drawings)"
+
+
+def _with(shape: tuple[int, ...], dtype: Any, value: float, corner: float | None = None) -> np.ndarray:
+    array = np.full(shape, value, dtype=dtype)
+    if corner is not None:
+        array.reshape(-1)[0] = corner
+    return array
+
+
+BAD_IMAGES = [
+    pytest.param(np.zeros(64, np.float32), ValueError, f"images {SHAPE_RULE} (64,).", id="1-d"),
+    pytest.param(np.zeros((1, 1, 1, 8, 8), np.float32), ValueError, f"images {SHAPE_RULE} (1, 1, 1, 8, 8).", id="5-d"),
+    pytest.param(np.zeros((2, 2, 8, 8), np.float32), ValueError, f"images {SHAPE_RULE} (2, 2, 8, 8).", id="2-channels"),
+    pytest.param(np.zeros((2, 105, 105, 3), np.uint8), ValueError, f"images {SHAPE_RULE} (2, 105, 105, 3){COLOR}.",
+                 id="color-batch"),
+    pytest.param(np.zeros((105, 100), np.uint8), ValueError, f"images are 105x100; {RAW_RULE}.", id="non-square-raw"),
+    pytest.param(np.ones((50, 60), bool), ValueError, f"images are 50x60; {RAW_RULE}.", id="non-square-bool"),
+    pytest.param(np.zeros((7, 7), np.uint8), ValueError, f"images are 7x7; {RAW_RULE}.", id="tiny-raw"),
+    pytest.param(np.ones((5, 5), bool), ValueError, f"images are 5x5; {RAW_RULE}.", id="tiny-bool"),
+    pytest.param(np.zeros((8, 8), np.complex64), TypeError, f"images have dtype complex64; {DTYPE_RULE}", id="complex"),
+    pytest.param(torch.zeros(3, 1, 8, 8, dtype=torch.complex64), TypeError, f"images have dtype complex64; {DTYPE_RULE}",
+                 id="complex-tensor"),
+    pytest.param(np.zeros((8, 8), object), TypeError, f"images have dtype object; {DTYPE_RULE}", id="object"),
+    pytest.param(np.full((8, 8), "a"), TypeError, f"images have dtype <U1; {DTYPE_RULE}", id="str-array"),
+    pytest.param("drawing.png", TypeError, f"images {TYPE_RULE} str.", id="file-name"),
+    pytest.param(b"\x89PNG", TypeError, f"images {TYPE_RULE} bytes.", id="bytes"),
+    pytest.param({"image": 1}, TypeError, f"images {TYPE_RULE} dict.", id="dict"),
+    pytest.param(5, TypeError, f"images {TYPE_RULE} int.", id="int"),
+    pytest.param(None, TypeError, f"images {TYPE_RULE} NoneType.", id="none"),
+    pytest.param((np.zeros((8, 8)) for _ in range(2)), TypeError, f"images {TYPE_RULE} generator.", id="generator"),
+    pytest.param(_with((105, 105), np.int16, 0, -1), ValueError,
+                 "images hold values in [-1, 0]; raw drawings are bool or integers in [0, 255].", id="raw-negative"),
+    pytest.param(_with((105, 105), np.int16, 0, 256), ValueError,
+                 "images hold values in [0, 256]; raw drawings are bool or integers in [0, 255].", id="raw-above-255"),
+    pytest.param(_with((105, 105), np.uint16, 1000), ValueError,
+                 "images hold values in [1000, 1000]; raw drawings are bool or integers in [0, 255].", id="uint16"),
+    pytest.param(_with((8, 8), np.float32, 0.5, 1.5), ValueError,
+                 "images hold values in [0.5, 1.5]; preprocessed images hold ink in [0, 1].", id="float-above-1"),
+    pytest.param(_with((8, 8), np.float32, 0.5, -0.25), ValueError,
+                 "images hold values in [-0.25, 0.5]; preprocessed images hold ink in [0, 1].", id="float-negative"),
+    pytest.param(_with((8, 8), np.float32, 0.5, np.nan), ValueError, "images hold NaN or infinite values.", id="nan"),
+    pytest.param(_with((8, 8), np.float64, 0.5, np.inf), ValueError, "images hold NaN or infinite values.", id="inf"),
+    pytest.param(_with((2, 1, 8, 8), np.float32, 0.5, -np.inf), ValueError, "images hold NaN or infinite values.",
+                 id="minus-inf"),
+    pytest.param(np.zeros((28, 28), np.float32), ValueError, "images are float images of 28x28; preprocessed images "
+                 "must be 8x8 (this learner's data.image_size), and raw drawings bool or uint8.", id="float-wrong-size"),
+    pytest.param(np.zeros((105, 105), np.float32), ValueError, "images are float images of 105x105; preprocessed "
+                 "images must be 8x8 (this learner's data.image_size), and raw drawings bool or uint8.",
+                 id="float-raw-size"),
+    pytest.param([], ValueError, "images is empty: give at least one image.", id="empty-list"),
+    pytest.param(np.zeros((0, 8, 8), np.float32), ValueError, "images is empty (shape (0, 8, 8)): give at least one "
+                 "image.", id="empty-array"),
+    pytest.param(torch.zeros(0, 1, 8, 8), ValueError, "images is empty (shape (0, 1, 8, 8)): give at least one "
+                 "image.", id="empty-tensor"),
+    pytest.param([np.zeros((8, 8), np.float32), np.zeros((9, 9), np.float32)], ValueError,
+                 "images have different shapes [(8, 8), (9, 9)]: give images of one size.", id="mixed-shapes"),
+    pytest.param([np.ones((105, 105), bool), np.ones((50, 50), bool)], ValueError,
+                 "images have different shapes [(50, 50), (105, 105)]: give images of one size.", id="mixed-drawings"),
+    pytest.param([np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float64)], TypeError,
+                 "images mix dtypes ['float32', 'float64']: give one kind of image.", id="mixed-dtypes"),
+]
+
+
+@pytest.mark.parametrize(("images", "error", "message"), BAD_IMAGES)
+def test_bad_images_are_refused_by_prepare_adapt_and_predict(trained_tiny: TrainedLearner, images: Any,
+                                                             error: type[Exception], message: str) -> None:
+    if not isinstance(images, (np.ndarray, torch.Tensor, list)):
+        with pytest.raises(error) as info:
+            trained_tiny.prepare(images)
+        assert str(info.value) == message
+        return
+    clf = trained_tiny.adapt(support_set(), [0, 0, 1, 1, 2, 2], steps=0)
+    for call in (trained_tiny.prepare, clf.predict, clf.predict_proba,
+                 lambda x: trained_tiny.adapt(x, list(range(len(x))) if len(x) else [0])):
+        with pytest.raises(error) as info:
+            call(images)
+        assert str(info.value) == message
+
+
+@pytest.mark.parametrize("image", [np.zeros((105, 105, 3), np.uint8), np.zeros((105, 105, 4), np.uint8)],
+                         ids=["rgb", "rgba"])
+def test_a_color_drawing_gets_the_grayscale_hint(trained_tiny: TrainedLearner, image: np.ndarray) -> None:
+    with pytest.raises(ValueError) as info:
+        trained_tiny.prepare(image)
+    channels = image.shape[-1]
+    assert str(info.value) == (f"images of shape (105, 105, {channels}) look like one color image (H, W, {channels}); "
+                               "give grayscale drawings (H, W).")
+
+
+def test_a_color_drawing_is_named_by_its_shape(trained_tiny: TrainedLearner) -> None:
+    with pytest.raises(ValueError, match=re.escape("(105, 105, 3)")):
+        trained_tiny.prepare(np.zeros((105, 105, 3), np.uint8))
+
+
+def test_a_tiny_square_drawing_gets_no_color_hint(trained_tiny: TrainedLearner) -> None:
+    with pytest.raises(ValueError) as info:
+        trained_tiny.prepare(np.ones((4, 4), bool))
+    assert str(info.value) == f"images are 4x4; {RAW_RULE}."
+
+
+def test_a_pil_image_is_accepted(trained_tiny: TrainedLearner) -> None:
+    from PIL import Image
+
+    image = Image.fromarray(drawing(slice(20, 80)))
+    assert trained_tiny.prepare(image).shape == (1, 1, 8, 8)
+
+
+LABELS = [
+    pytest.param([0, 0, 1, 1, 2], ValueError, "got 6 support images but 5 labels; give one label per image.",
+                 id="too-few"),
+    pytest.param([0, 0, 1, 1, 2, 2, 2], ValueError, "got 6 support images but 7 labels; give one label per image.",
+                 id="too-many"),
+    pytest.param([], ValueError, "got 6 support images but 0 labels; give one label per image.", id="empty"),
+    pytest.param(np.zeros((6, 1)), ValueError, "labels must be one-dimensional (one per image), but got shape (6, 1).",
+                 id="2-d"),
+    pytest.param(torch.zeros(2, 3), ValueError, "labels must be one-dimensional (one per image), but got shape (2, 3).",
+                 id="2-d-tensor"),
+    pytest.param(np.int64(3), TypeError, "labels must be a sequence with one label per image, not int64.",
+                 id="numpy-scalar"),
+    pytest.param([7] * 6, ValueError, "the support set has 1 class; give at least two classes to tell apart.",
+                 id="single-class"),
+    pytest.param(["a"] * 6, ValueError, "the support set has 1 class; give at least two classes to tell apart.",
+                 id="single-class-str"),
+    pytest.param([0.0, 0.0, 1.0, 1.0, np.nan, np.nan], ValueError, "labels hold NaN or infinite values.", id="nan"),
+    pytest.param([0.0, 0.0, 1.0, 1.0, np.inf, np.inf], ValueError, "labels hold NaN or infinite values.", id="inf"),
+    pytest.param(np.array([0, 0, "a", "a", 1, 1], dtype=object), TypeError,
+                 "labels mix numbers and strings; give labels of one kind.", id="mixed-object-array"),
+    pytest.param([None, None, 1, 1, 2, 2], TypeError, "labels must be numbers or strings.", id="none-items"),
+    pytest.param("aabbcc", TypeError, "labels must be a sequence with one label per image, not str.", id="string"),
+    pytest.param(b"aabbcc", TypeError, "labels must be a sequence with one label per image, not bytes.", id="bytes"),
+    pytest.param({0: "a"}, TypeError, "labels must be a sequence with one label per image, not dict.", id="dict"),
+    pytest.param(3, TypeError, "labels must be a sequence with one label per image, not int.", id="int"),
+    pytest.param(None, TypeError, "labels must be a sequence with one label per image, not NoneType.", id="none"),
+]
+
+
+@pytest.mark.parametrize(("labels", "error", "message"), LABELS)
+def test_bad_labels_are_refused(trained_tiny: TrainedLearner, labels: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as info:
+        trained_tiny.adapt(support_set(), labels)
+    assert str(info.value) == message
+
+
+def test_labels_mixing_numbers_and_strings_are_refused(trained_tiny: TrainedLearner) -> None:
+    with pytest.raises(TypeError, match=re.escape("labels mix numbers and strings; give labels of one kind.")):
+        trained_tiny.adapt(support_set(), [0, 0, "a", "a", 1, 1], steps=0)
+
+
+@pytest.mark.parametrize("steps", [-1, True, False, 1.5, 2.0, float("nan"), 10_001, 10**9, "3", [1]],
+                         ids=["negative", "true", "false", "float", "whole-float", "nan", "above", "huge", "str",
+                              "list"])
+def test_bad_steps_are_refused(trained_tiny: TrainedLearner, steps: Any) -> None:
+    with pytest.raises(ValueError) as info:
+        trained_tiny.adapt(support_set(), [0, 0, 1, 1, 2, 2], steps=steps)
+    assert str(info.value) == f"steps={steps!r} is not allowed: expected an integer in [0, 10000]."
+
+
+def test_steps_at_the_bounds_and_numpy_integers_are_accepted(trained_tiny: TrainedLearner) -> None:
+    for steps in (0, np.int64(1)):
+        assert trained_tiny.adapt(support_set(), [0, 0, 1, 1, 2, 2], steps=steps).predict(support_set()).shape == (6,)
+
+
+# -- the floor: an image gets the same answer alone or in a batch; transductive batch norm is the exception --------
+
+def test_one_image_at_a_time_gives_the_batch_answer_with_batch_norm(trained_tiny: TrainedLearner) -> None:
+    assert trained_tiny.config.architecture.norm == "batch"
+    clf = trained_tiny.adapt(support_set(), ["x", "x", "y", "y", "z", "z"], steps=2)
+    query = torch.rand(9, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    batch = clf.predict_proba(query)
+    alone = np.concatenate([clf.predict_proba(query[i]) for i in range(len(query))])
+    assert alone.shape == batch.shape == (9, 3)
+    assert np.allclose(alone, batch, atol=1e-6)
+    assert list(clf.predict(query)) == [clf.predict(query[i])[0] for i in range(len(query))]
+    raw = [drawing(slice(a, a + 30)) for a in (5, 30, 60)]  # raw drawings too, one by one or together
+    assert np.allclose(clf.predict_proba(raw), np.concatenate([clf.predict_proba(r) for r in raw]), atol=1e-6)
+
+
+def test_transductive_predictions_depend_on_the_batch(trained_tiny: TrainedLearner) -> None:
+    labels = ["x", "x", "y", "y", "z", "z"]
+    query = torch.rand(9, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    default = trained_tiny.adapt(support_set(), labels, steps=1).predict_proba(query)
+    transductive = trained_tiny.adapt(support_set(), labels, steps=1, transductive=True)
+    batch = transductive.predict_proba(query)
+    assert not np.allclose(batch, default, atol=1e-3)
+    assert np.allclose(batch.sum(axis=1), 1, atol=1e-6)
+    assert not np.allclose(np.concatenate([transductive.predict_proba(query[i:i + 3]) for i in (0, 3, 6)]), batch,
+                           atol=1e-3)

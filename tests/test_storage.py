@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import multiprocessing
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +173,257 @@ def test_study_lock_is_a_no_op_for_sqlite(tmp_path: Path) -> None:
     with study_lock(handle, "s"), study_lock(handle, "s"):  # nested: nothing is locked
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
+
+
+# -- hostile --storage values: one line, the value shown without its secrets, nothing written --------------------
+
+SCHEMES = "['sqlite', 'postgresql', 'postgresql+psycopg', 'postgresql+psycopg2', 'mysql', 'mysql+pymysql']"
+SECRETS = ("hunter2", "hunt@er2", "hunt%40er2", "hunt:er2", "hunt/er2", "other3")
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (a link: its target), by relative path."""
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            seen[key] = "link:" + os.readlink(path)
+        elif path.is_file():
+            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            seen[key] = "dir"
+    return seen
+
+
+def refused_storage(url: str, error: type[Exception], folder: Path) -> str:
+    """The one-line message ``open_storage(url)`` is refused with, run in ``folder``, which it leaves unchanged."""
+    before = snapshot(folder)
+    with pytest.raises(error) as info:
+        open_storage(url)
+    message = str(info.value)
+    assert "\n" not in message and not any(secret in message for secret in SECRETS), message
+    assert snapshot(folder) == before
+    return message
+
+
+@pytest.mark.parametrize("url", ["", "foo", "://", "sqlite:", "sqlite:/", "postgresql:/host/db", "sqlite:relative.db",
+                                 "not a url at all"])
+def test_a_malformed_value_says_which_forms_are_known(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert refused_storage(url, ConfigError, tmp_path) == f"--storage {url!r} is not a storage URL nas-meta knows; {FORMS}"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "scheme"),
+    [
+        ("http://u:hunter2@x/db", "http://u:***@x/db", "http"),
+        ("oracle://u:hunter2@h/db", "oracle://u:***@h/db", "oracle"),
+        ("redis://:hunter2@h/0", "redis://:***@h/0", "redis"),
+        ("sqlite+pysqlite:///runs/s.db", "sqlite+pysqlite:///runs/s.db", "sqlite+pysqlite"),
+        ("SQLITE:///runs/s.db", "SQLITE:///runs/s.db", "SQLITE"),
+        ("file:///tmp/x.journal", "file:///tmp/x.journal", "file"),
+        ("postgres://u:hunter2@h/db", "postgres://u:***@h/db", "postgres"),
+    ],
+)
+def test_an_unknown_scheme_is_named_without_the_password(url: str, shown: str, scheme: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert refused_storage(url, ConfigError, tmp_path) == (
+        f"--storage {shown!r}: the scheme {scheme!r} is not one of {SCHEMES}; {FORMS}")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared",
+                                 "sqlite:///runs/s.db?mode=memory", "sqlite:///file::memory:"])
+def test_an_in_memory_database_is_refused_and_creates_nothing(url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert refused_storage(url, ConfigError, tmp_path) == (
+        f"--storage {redact(url)!r} is an in-memory database: a study there is lost when the command ends. Use a file "
+        "(sqlite:///runs/study.db) or journal:runs/study.journal.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unencoded_at_in_the_password_is_refused_before_connecting(tmp_path: Path) -> None:
+    assert refused_storage("postgresql://alice:hunt@er2@127.0.0.1:1/nas", ConfigError, tmp_path) == (
+        "--storage 'postgresql://***@127.0.0.1:1/nas': the user or password holds an '@'; write it percent-encoded "
+        "as %40.")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://alice:hunt%40er2@127.0.0.1:1/nas", "postgresql://alice:***@127.0.0.1:1/nas"),
+        ("postgresql://alice:hunt:er2@127.0.0.1:1/nas", "postgresql://alice:***@127.0.0.1:1/nas"),
+        ("postgresql://alice:hunt/er2@127.0.0.1:1/nas", "postgresql://alice:***@127.0.0.1:1/nas"),
+        ("postgresql://alice@127.0.0.1:1/nas?password=hunter2", "postgresql://alice@127.0.0.1:1/nas?password=***"),
+        ("postgresql://alice@127.0.0.1:1/nas?sslpassword=hunter2&sslmode=disable",
+         "postgresql://alice@127.0.0.1:1/nas?sslmode=disable&sslpassword=***"),
+        ("postgresql://alice:hunter2@127.0.0.1:1/nas?password=other3",
+         "postgresql://alice:***@127.0.0.1:1/nas?password=***"),
+        ("postgresql+psycopg://alice:hunter2@127.0.0.1:1/nas", "postgresql+psycopg://alice:***@127.0.0.1:1/nas"),
+    ],
+)
+def test_an_unreachable_database_is_named_without_any_secret(url: str, shown: str, tmp_path: Path) -> None:
+    assert redact(url) == shown
+    message = refused_storage(url, StorageError, tmp_path)  # nothing listens on 127.0.0.1 port 1
+    assert re.fullmatch(re.escape(f"cannot open storage {shown}: ") + r".*\bport 1\b.*Connection refused.*", message), \
+        message
+    assert len(message) < 400
+
+
+def test_a_port_out_of_range_is_named(tmp_path: Path) -> None:
+    message = refused_storage("postgresql://alice:hunter2@127.0.0.1:99999/nas", ConfigError, tmp_path)
+    assert message == "--storage 'postgresql://***': port 99999 is not allowed: expected 1 to 65535."
+
+
+@pytest.mark.parametrize("url", ["postgresql://alice:hunter2@127.0.0.1:abc/nas", "postgresql://alice:hunter2@[::1/nas"])
+def test_a_port_that_is_no_number_is_a_config_error(url: str, tmp_path: Path) -> None:
+    assert "hunter2" not in redact(url)
+    refused_storage(url, ConfigError, tmp_path)
+
+
+def test_a_missing_driver_is_named_without_the_password(tmp_path: Path) -> None:
+    message = refused_storage("mysql://alice:hunter2@127.0.0.1:1/nas", StorageError, tmp_path)
+    assert message.startswith("cannot open storage mysql://alice:***@127.0.0.1:1/nas: ")
+
+
+@pytest.mark.parametrize("form", ["journal:{}", "{}"])
+def test_a_journal_path_that_is_a_folder_is_refused(form: str, tmp_path: Path) -> None:
+    folder = tmp_path / "s.journal"
+    folder.mkdir()
+    (folder / "inside").write_text("kept")
+    value = form.format(folder)
+    assert refused_storage(value, ConfigError, tmp_path) == (
+        f"--storage {value!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
+
+
+def test_a_journal_below_a_file_is_refused_naming_the_path(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("kept")
+    path = tmp_path / "notes.txt" / "s.journal"
+    message = refused_storage(f"journal:{path}", ConfigError, tmp_path)
+    assert message == f"--storage 'journal:{path}': '{tmp_path / 'notes.txt'}' is a file, not a folder."
+
+
+# -- the journal file: a torn end is cut (backup kept, warning logged), damage in the middle is refused -------------
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, list[tuple[int, str, Any]]]:
+    """A journal holding study 's' with finished trials (complete, pruned, failed): its bytes and its trials."""
+    path = tmp_path_factory.mktemp("journal") / "s.journal"
+    study = optuna.create_study(study_name="s", storage=open_storage(f"journal:{path}").storage)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 3:
+            raise optuna.TrialPruned()
+        if trial.number == 4:
+            raise ValueError("a failed trial")
+        return x
+
+    study.optimize(objective, n_trials=5, catch=(ValueError,))
+    data = path.read_bytes()
+    assert data.endswith(b"\n") and len(data.splitlines()) > 8
+    return data, _trials(study)
+
+
+def _trials(study: optuna.Study) -> list[tuple[int, str, Any]]:
+    return [(t.number, t.state.name, t.values, t.params) for t in study.trials]
+
+
+def _load(path: Path) -> list[tuple[int, str, Any]]:
+    return _trials(optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}").storage))
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(b'{"op_code":6,"worker_id":"w","trial_id":2,"st', id="partial-json"),
+        pytest.param(b'{"op_code":8,"worker_id":"w","trial_id":0,"user_attr":{"k":1}}', id="complete-record-no-newline"),
+        pytest.param(b"\x00" * 512, id="nul-bytes"),
+        pytest.param(b"\x00" * 64 + b"\n", id="nul-bytes-and-newline"),
+        pytest.param(b'{"op_code":6,"wor\n', id="partial-json-and-newline"),
+        pytest.param(b'{"op_code":6\n\x00\x00\x00', id="two-torn-lines"),
+        pytest.param(b"\xff\xfe\xfa", id="not-utf8"),
+        pytest.param(b"[1, 2]\n", id="json-that-is-no-record"),
+    ],
+)
+def test_a_torn_end_is_cut_with_a_backup_and_a_warning(tail: bytes, journal: tuple[bytes, Any], tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    good, trials = journal
+    path = tmp_path / "s.journal"
+    path.write_bytes(good + tail)
+    with caplog.at_level(logging.WARNING, logger="nas_meta.storage"):
+        handle = open_storage(f"journal:{path}")
+    assert path.read_bytes() == good
+    backups = sorted(tmp_path.glob("s.journal.torn-*.bak"))
+    assert len(backups) == 1 and backups[0].read_bytes() == good + tail
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [(f"journal {path} ended in a torn record ({len(tail)} bytes, a crash mid-write): removed it, "
+                         f"a copy of the file is in {backups[0].name}")]
+    assert _trials(optuna.load_study(study_name="s", storage=handle.storage)) == trials
+    assert _load(path) == trials and len(list(tmp_path.glob("*.bak"))) == 1  # a sound file is not repaired again
+
+
+@pytest.mark.parametrize(
+    ("line", "bad"),
+    [
+        pytest.param(3, b"garbage", id="text"),
+        pytest.param(2, b"\x00" * 40, id="nul-bytes"),
+        pytest.param(5, b'{"op_code":6,"wor', id="partial-json"),
+        pytest.param(4, b"[1, 2]", id="json-list"),
+        pytest.param(2, b"", id="empty-line"),
+        pytest.param(1, b"#!/bin/sh", id="first-line"),
+        pytest.param(6, b"\xff\xfe", id="not-utf8"),
+    ],
+)
+def test_damage_in_the_middle_is_refused_naming_the_line_and_nothing_changes(
+        line: int, bad: bytes, journal: tuple[bytes, Any], tmp_path: Path) -> None:
+    good, _ = journal
+    lines = good.split(b"\n")
+    path = tmp_path / "s.journal"
+    path.write_bytes(b"\n".join(lines[:line - 1] + [bad] + lines[line - 1:]))
+    message = refused_storage(f"journal:{path}", StorageError, tmp_path)
+    assert message == (f"journal {path}: line {line} is not a valid record, and valid records follow it; the file is "
+                       "damaged in the middle and was left untouched (restore it from a backup).")
+
+
+def test_a_file_that_is_no_journal_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.journal"
+    path.write_bytes(b"my notes\nnot a journal\n")
+    refused_storage(f"journal:{path}", StorageError, tmp_path)
+
+
+# -- a journal opened read-only (the dashboard) is never written, torn or not --------------------------------------
+
+def test_a_missing_journal_opened_read_only_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "typo" / "s.journal"
+    before = snapshot(tmp_path)
+    with pytest.raises(StorageError) as info:
+        open_storage(f"journal:{path}", read_only=True)
+    assert str(info.value) == f"cannot open storage journal:{path}: no such journal file."
+    assert snapshot(tmp_path) == before == {}
+
+
+def test_a_torn_journal_opened_read_only_is_read_as_it_is_and_never_written(journal: tuple[bytes, Any],
+                                                                            tmp_path: Path) -> None:
+    good, trials = journal
+    path = tmp_path / "s.journal"
+    path.write_bytes(good + b'{"op_code":6,"wor')
+    before = snapshot(tmp_path)
+    handle = open_storage(f"journal:{path}", read_only=True)
+    study = optuna.load_study(study_name="s", storage=handle.storage)
+    assert _trials(study) == trials
+    with pytest.raises(StorageError) as info:
+        study.set_user_attr("k", 1)
+    assert str(info.value) == f"journal {path} is open read-only (nas-meta dashboard never writes)."
+    assert snapshot(tmp_path) == before  # no repair, no backup, no write
+
+
+def test_a_journal_damaged_in_the_middle_opened_read_only_is_refused_naming_the_line(journal: tuple[bytes, Any],
+                                                                                     tmp_path: Path) -> None:
+    good, _ = journal
+    lines = good.split(b"\n")
+    path = tmp_path / "s.journal"
+    path.write_bytes(b"\n".join(lines[:2] + [b"garbage"] + lines[2:]))
+    with pytest.raises(StorageError, match=re.escape(f"journal {path}: line 3 is not a valid record")):
+        optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}", read_only=True).storage)

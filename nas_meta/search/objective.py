@@ -68,6 +68,8 @@ def make_objective(
                     if not record.final and trial.should_prune():  # a finished trial is kept: nothing to save
                         _record_pruned(trial, record)
                         raise optuna.TrialPruned()
+                elif isinstance(record, End) and record.interrupt is not None:
+                    raise record.interrupt  # the trial is closed and queued again, not kept half-trained
                 elif isinstance(record, End) and record.status == "diverged":
                     trial.set_user_attr(TrialAttr.STATUS, "diverged")
                     trial.set_user_attr(TrialAttr.REASON, record.reason)

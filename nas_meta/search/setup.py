@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
+import yaml
 
 from .._version import __version__
 from ..config import (
@@ -20,9 +22,11 @@ from ..config import (
     TrainConfig,
     baseline_path,
     check_study_name,
+    from_dict,
     load_config,
     load_search_space,
     load_train_config,
+    parse_yaml,
     resolve_relative,
 )
 from ..errors import ConfigError
@@ -195,10 +199,12 @@ def study_baselines(spec: StudySpec, study_path: Path) -> tuple[str, ...]:
 
 
 def study_file_text(setup: SearchSetup) -> str:
-    """The study file as recorded on the study: its ``storage:`` URL, if any, without its secrets."""
+    """The study file as recorded on the study: its ``storage:`` line, if it holds a secret, rewritten with the
+    URL as :func:`redact` shows it (however the file quoted or escaped it)."""
     text = setup.study_path.read_text()
     if setup.spec.storage and redact(setup.spec.storage) != setup.spec.storage:
-        text = text.replace(setup.spec.storage, redact(setup.spec.storage))
+        text = re.sub(r"(?m)^(\s*storage\s*:).*$", lambda m: f"{m.group(1)} {redact(setup.spec.storage or '')!r}",
+                      text)
     return text + "".join(f"\n# --set {redact(setting)}" for setting in setup.overrides)
 
 
@@ -264,5 +270,25 @@ def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
                 f"search space; resuming it with {setup.study_path} would mix incomparable trials. Differences:\n"
                 f"{diff}Use the original file, another --study-name, or --force to resume anyway."
             )
+        _check_optuna_can_resume(setup, stored)
         logger.warning("resuming study %r with a different study file (--force)", setup.study_name)
     return study
+
+
+def _check_optuna_can_resume(setup: SearchSetup, stored: dict[str, str]) -> None:
+    """Even with ``--force``: Optuna cannot change a categorical parameter's choices within a study.
+
+    Raises:
+        ConfigError: a categorical parameter's choices differ from those the study was created with.
+    """
+    try:
+        old = from_dict(SearchSpace, parse_yaml(stored.get(StudyText.SEARCH_SPACE, "")))
+    except (ConfigError, ValueError, yaml.YAMLError):
+        return  # nothing comparable was recorded
+    before = {p.key: list(p.choices or ()) for p in old.parameters if p.type == "categorical"}
+    for p in setup.space.parameters:
+        if p.type == "categorical" and p.key in before and before[p.key] != list(p.choices or ()):
+            raise ConfigError(f"{setup.study_path}: {p.key} had the choices {before[p.key]} when study "
+                              f"{setup.study_name!r} was created and now has {list(p.choices or ())}; Optuna cannot "
+                              "change a categorical parameter's choices within a study, not even with --force. Use "
+                              "another --study-name.")

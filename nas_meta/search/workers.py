@@ -279,6 +279,8 @@ def search(
     total = n_trials if n_trials is not None else setup.spec.n_trials
     timeout = timeout if timeout is not None else setup.spec.timeout
     study = open_study(setup, force=force)
+    optuna.storages.fail_stale_trials(study)  # a trial of a dead worker counts only once it has been re-queued
+    fail_stale_trials(study, setup)
     existing = counted_trials(study)
     if existing >= total:
         raise StudyFinished(
