@@ -15,6 +15,20 @@ from .runtime import resolve_device, seed_everything, tune_allocator
 from .training import build_learner
 
 
+def synthetic_episode(config: TrainConfig, meta_batch: int, device: torch.device) -> Episode:
+    """A meta-batch of random images with ``config``'s episode shape (compute only: no data is read)."""
+    g = torch.Generator().manual_seed(0)
+    size, t = config.data.image_size, config.task
+    labels = torch.arange(t.ways).repeat_interleave
+    return Episode(
+        torch.rand(meta_batch, t.ways * t.shots, 1, size, size, generator=g).to(device),
+        labels(t.shots).expand(meta_batch, -1).contiguous().to(device),
+        torch.rand(meta_batch, t.ways * t.query, 1, size, size, generator=g).to(device),
+        labels(t.query).expand(meta_batch, -1).contiguous().to(device),
+        torch.randint(0, 100, (meta_batch, t.ways), generator=g).to(device),
+    )
+
+
 def _synchronize(device: torch.device) -> None:
     """Wait for queued device work, so wall-clock timings cover it."""
     if device.type == "cuda":
@@ -49,16 +63,7 @@ def bench(
     seed_everything(0)
     allocator_tuned = tune_allocator() if tune_memory else False
     learner = build_learner(cfg, label_space=100, device=torch_device, seed=0)
-    g = torch.Generator().manual_seed(0)
-    size = cfg.data.image_size
-    labels = torch.arange(ways).repeat_interleave
-    episode = Episode(
-        torch.rand(meta_batch, ways * shots, 1, size, size, generator=g).to(torch_device),
-        labels(shots).expand(meta_batch, -1).contiguous().to(torch_device),
-        torch.rand(meta_batch, ways * query, 1, size, size, generator=g).to(torch_device),
-        labels(query).expand(meta_batch, -1).contiguous().to(torch_device),
-        torch.randint(0, 100, (meta_batch, ways), generator=g).to(torch_device),
-    )
+    episode = synthetic_episode(cfg, meta_batch, torch_device)
     for _ in range(warmup):
         learner.meta_step(episode, 0.0)
     _synchronize(torch_device)
