@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,31 +38,58 @@ FORMAT = "nas-meta-learner/2"  # /2 records the config's SHA-256 too
 READABLE_FORMATS = ("nas-meta-learner/1", FORMAT)
 
 
-def check_learner_target(folder: str | Path, option: str = "--out") -> Path:
-    """Check, before any training, that a learner can be saved to ``folder``: it does not exist yet, is empty,
-    or is a learner folder to replace.
+@dataclasses.dataclass(frozen=True)
+class OutputKind:
+    """What a command writes into its ``--out`` folder, for :func:`check_output_folder`'s messages and rules."""
+
+    purpose: str  # "to save the learner in"
+    others: str  # how files that do not belong are called: "other files"
+    earlier: str  # what may be replaced: "a learner folder"
+    foreign: Callable[[list[Path]], list[str]]  # of a folder's visible entries, the names that do not belong
+
+
+def check_output_folder(folder: Path, kind: OutputKind, option: str = "--out") -> None:
+    """Check, before any work, that an output can be written to ``folder``: it does not exist yet, is empty, or
+    is an earlier output of the same kind; it is not a file, a broken link, below a file, or unwritable.
 
     Raises:
-        ConfigError: ``folder`` is a file, holds other files, or cannot be created.
+        ConfigError: the message names the option, the folder and what is wrong.
     """
-    folder = Path(folder)
     if folder.is_symlink() and not folder.exists():
-        raise ConfigError(f"{option} {str(folder)!r} is a broken symbolic link; give a folder to save the learner in.")
+        raise ConfigError(f"{option} {str(folder)!r} is a broken symbolic link; give a folder {kind.purpose}.")
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{option} {str(folder)!r} is a file; give a folder to save the learner in.")
+        raise ConfigError(f"{option} {str(folder)!r} is a file; give a folder {kind.purpose}.")
     blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ConfigError(f"{option} {str(folder)!r}: {str(blocking)!r} is a file, not a folder.")
     if folder.is_dir():
-        present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-        if present and not {CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE} <= set(present):
-            shown = ", ".join(present[:5]) + (", …" if len(present) > 5 else "")
-            raise ConfigError(f"{option} {str(folder)!r} holds other files ({shown}); give a new or empty folder, "
-                              "or a learner folder to replace.")
+        others = sorted(kind.foreign([p for p in folder.iterdir() if not p.name.startswith(".")]))
+        if others:
+            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+            raise ConfigError(f"{option} {str(folder)!r} holds {kind.others} ({shown}); give a new or empty folder, "
+                              f"or {kind.earlier} to replace.")
     parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"{option} {str(folder)!r}: {str(parent)!r} is not writable.")
-    return folder
+
+
+def _not_a_learner(entries: list[Path]) -> list[str]:
+    names = [p.name for p in entries]
+    return [] if not names or {CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE} <= set(names) else names
+
+
+LEARNER_OUTPUT = OutputKind("to save the learner in", "other files", "a learner folder", _not_a_learner)
+
+
+def check_learner_target(folder: str | Path, option: str = "--out") -> Path:
+    """Check, before any training, that a learner can be saved to ``folder`` (:func:`check_output_folder`): it does
+    not exist yet, is empty, or is a learner folder to replace.
+
+    Raises:
+        ConfigError: ``folder`` is a file, holds other files, or cannot be created.
+    """
+    check_output_folder(Path(folder), LEARNER_OUTPUT, option)
+    return Path(folder)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checkpoint import atomic_write, save_result
+from .checkpoint import OutputKind, atomic_write, check_output_folder, save_result
 from .config import SHIPPED_BASELINES, BudgetConfig, TrainConfig, baseline_path, load_train_config
 from .errors import ConfigError
 from .report import comparison_figure, figures_html
@@ -102,18 +102,12 @@ def check_compare_target(out: Path, methods: list[str]) -> None:
     Raises:
         ConfigError: ``out`` is a file, lies below a file, or holds other files.
     """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the comparison's runs and tables.")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise ConfigError(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder.")
-    if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not (
-            (p.name in COMPARE_FILES and p.is_file()) or (p.name in methods and p.is_dir())))
-        if others:
-            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
-            raise ConfigError(f"--out {str(out)!r} holds files that are not a comparison ({shown}); give a new or "
-                              "empty folder, or an earlier comparison to replace.")
+    def foreign(entries: list[Path]) -> list[str]:
+        return [p.name for p in entries
+                if not ((p.name in COMPARE_FILES and p.is_file()) or (p.name in methods and p.is_dir()))]
+
+    check_output_folder(out, OutputKind("for the comparison's runs and tables", "files that are not a comparison",
+                                        "an earlier comparison", foreign))
 
 
 def _slug(method: str) -> str:

@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import atomic_write
+from .checkpoint import OutputKind, atomic_write, check_output_folder
 from .config import dump_yaml
 from .errors import CheckpointError, ConfigError
 from .report import study_report_html
@@ -133,23 +133,17 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 EXPORT_FILES = ("trials.csv", "trials.parquet", "best.yaml", "best", "pareto", "report.html", "summary.md")
 
 
+EXPORT_OUTPUT = OutputKind("for the export", "files that are not an export", "an earlier export",
+                           lambda entries: [p.name for p in entries if p.name not in EXPORT_FILES])
+
+
 def check_export_target(out: Path) -> None:
     """``--out`` must be a new or empty folder, or an earlier export (replaced file by file).
 
     Raises:
-        ConfigError: ``out`` is a file, or a folder holding something else.
+        ConfigError: ``out`` is a file, lies below a file, or holds something else.
     """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file; give a folder for the export.")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise ConfigError(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder.")
-    if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not p.name.startswith("."))
-        if others:
-            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
-            raise ConfigError(f"--out {str(out)!r} holds files that are not an export ({shown}); give a new or empty "
-                              "folder, or an earlier export to replace.")
+    check_output_folder(out, EXPORT_OUTPUT)
 
 
 def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, Any]:
