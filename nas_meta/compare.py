@@ -102,9 +102,14 @@ def check_compare_target(out: Path, methods: list[str]) -> None:
     Raises:
         ConfigError: ``out`` is a file, lies below a file, or holds other files.
     """
+    def method_folder(p: Path) -> bool:  # a method's runs, of this comparison or of an earlier one
+        if not p.is_dir():
+            return False
+        runs = list(p.iterdir())
+        return p.name in methods or (bool(runs) and all(r.is_dir() and r.name.startswith("seed-") for r in runs))
+
     def foreign(entries: list[Path]) -> list[str]:
-        return [p.name for p in entries
-                if not ((p.name in COMPARE_FILES and p.is_file()) or (p.name in methods and p.is_dir()))]
+        return [p.name for p in entries if not ((p.name in COMPARE_FILES and p.is_file()) or method_folder(p))]
 
     check_output_folder(out, OutputKind("for the comparison's runs and tables", "files that are not a comparison",
                                         "an earlier comparison", foreign))

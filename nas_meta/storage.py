@@ -38,7 +38,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import get_lock_file
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy import inspect as sqlalchemy_inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -57,13 +58,24 @@ def _env_seconds(name: str, default: int) -> int:
     text = os.environ.get(name)
     if text is None or text.strip() == "":
         return default
-    if not text.strip().isdigit() or not 1 <= int(text) <= 86_400:
+    if re.fullmatch(r"[0-9]{1,6}", text.strip()) is None or not 1 <= int(text) <= 86_400:
         raise ConfigError(f"{name}={short(text)} is not allowed: expected a whole number of seconds in [1, 86400].")
     return int(text)
 
 
-HEARTBEAT_SECONDS = _env_seconds("NAS_META_HEARTBEAT_SECONDS", 10)
-GRACE_SECONDS = _env_seconds("NAS_META_HEARTBEAT_GRACE_SECONDS", 3 * HEARTBEAT_SECONDS)
+def heartbeat_seconds() -> int:
+    """How often a running trial's heartbeat is refreshed: ``$NAS_META_HEARTBEAT_SECONDS``, default 10.
+
+    Raises:
+        ConfigError: the variable is not a whole number of seconds (read when used, so the CLI reports it).
+    """
+    return _env_seconds("NAS_META_HEARTBEAT_SECONDS", 10)
+
+
+def grace_seconds() -> int:
+    """How late a heartbeat may be before its trial counts as stale: ``$NAS_META_HEARTBEAT_GRACE_SECONDS``, default
+    three heartbeats."""
+    return _env_seconds("NAS_META_HEARTBEAT_GRACE_SECONDS", 3 * heartbeat_seconds())
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 HEARTBEAT_ATTR = "nas_meta:heartbeat"  # a journal trial's last heartbeat (system attribute, Unix time)
 _SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
@@ -212,28 +224,44 @@ def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
         if read_only and not database.is_file():
             raise StorageError(f"cannot open storage {shown}: no such database file.")
         database.parent.mkdir(parents=True, exist_ok=True)
+    interval, grace = heartbeat_seconds(), grace_seconds()
+    if read_only:
+        _check_has_studies(url, shown)
     for attempt in range(5):
         try:
             storage = RDBStorage(
                 url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
+                heartbeat_interval=interval,
+                grace_period=grace,
                 **_retry_callback(),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
                 skip_table_creation=read_only,
             )
-            if read_only:
-                storage.get_all_studies()  # a database without Optuna's tables fails here, not later
             return StorageHandle(storage, shown, "rdb")
         except Exception as err:  # noqa: BLE001  SQLAlchemy/driver errors vary by backend; all mean "cannot use this URL"
             # Workers that start together on a fresh database race to create Optuna's tables: retry that.
             if "duplicate key" in str(err) or "already exists" in str(err):
                 time.sleep(0.2 + random.random() * (attempt + 1))
                 continue
-            if read_only and ("no such table" in str(err) or "does not exist" in str(err)):
-                raise StorageError(f"cannot open storage {shown}: it holds no Optuna studies.") from None
             raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
     raise StorageError(f"cannot open storage {shown}: its tables could not be created (concurrent creation)")
+
+
+def _check_has_studies(url: str, shown: str) -> None:
+    """A database opened read-only must already hold Optuna's tables (nothing is created in it).
+
+    Raises:
+        StorageError: it cannot be reached, or holds no Optuna studies.
+    """
+    engine = create_engine(url)
+    try:
+        has_studies = sqlalchemy_inspect(engine).has_table("studies")
+    except Exception as err:  # noqa: BLE001  driver errors vary by backend
+        raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
+    finally:
+        engine.dispose()
+    if not has_studies:
+        raise StorageError(f"cannot open storage {shown}: it holds no Optuna studies.")
 
 
 def _check_file_path(path: Path, shown: str) -> None:
@@ -374,16 +402,16 @@ def repair_journal(path: Path) -> bool:
 
 class JournalHeartbeat:
     """Refreshes a RUNNING trial's heartbeat (:data:`HEARTBEAT_ATTR`, Unix time) from a thread every
-    ``HEARTBEAT_SECONDS``, for storages without Optuna's own heartbeat (the journal file).
+    :func:`heartbeat_seconds`, for storages without Optuna's own heartbeat (the journal file).
 
-    A trial whose heartbeat is older than ``GRACE_SECONDS`` belongs to a worker that is gone, whoever holds its
+    A trial whose heartbeat is older than :func:`grace_seconds` belongs to a worker that is gone, whoever holds its
     process id now (see ``search.workers.fail_stale_trials``).
     """
 
-    def __init__(self, storage: BaseStorage, trial_id: int, interval: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: float | None = None) -> None:
         self.storage = storage
         self.trial_id = trial_id
-        self.interval = interval
+        self.interval = interval if interval is not None else heartbeat_seconds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nas-meta-heartbeat", daemon=True)
 

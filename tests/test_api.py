@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import nas_meta
 from nas_meta.api import load_learner, train_iter
 from nas_meta.config import ArchConfig, BudgetConfig, EvalConfig, TaskConfig
 from nas_meta.data import ClassSet, Omniglot
-from nas_meta.errors import ConfigError
+from nas_meta.errors import ConfigError, Terminated
 from nas_meta.training import DevScore, End, Result, Step, Workspace
 from tests.learners.helpers import tiny_config
 from tests.test_studies import study_with_saved_learner
+from tests.test_training import interrupt_at
 
 CONFIG = dataclasses.replace(tiny_config("fomaml"), budget=BudgetConfig(iterations=2),
                              evaluation=EvalConfig(dev_episodes=3, every=100, batch=3))
@@ -82,3 +84,33 @@ def test_train_iter_on_omniglot_saves_only_when_given_a_folder(tmp_path: Path, o
     assert all(torch.equal(trained.learner.state_dict()[k], v) for k, v in saved.learner.state_dict().items())
     # the same config and seed: the unsaved run trained the same weights
     assert all(torch.equal(unsaved.learner.state_dict()[k], v) for k, v in saved.learner.state_dict().items())
+
+
+# -- regression: an interrupted run keeps the learner trained so far in `out` --------------------------------------
+
+@pytest.mark.parametrize(("error", "signal_name"), [(Terminated(), "SIGTERM"), (KeyboardInterrupt(), "Ctrl-C")],
+                         ids=["sigterm", "ctrl-c"])
+def test_train_iter_interrupted_saves_the_learner_trained_so_far_then_raises(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: BaseException,
+        signal_name: str) -> None:
+    config = dataclasses.replace(CONFIG, budget=BudgetConfig(iterations=5))
+    interrupt_at(monkeypatch, error)  # the 3rd meta-iteration is interrupted
+    out = tmp_path / "learner"
+    records: list[object] = []
+    with caplog.at_level(logging.WARNING, logger="nas_meta.api"), pytest.raises(type(error)) as info:
+        for record in train_iter(config, out, device="cpu", workspace=synthetic_workspace()):
+            records.append(record)
+    assert info.value is error
+    assert [type(r) for r in records] == [Step, Step, End, Result]
+    result = records[-1]
+    assert isinstance(result, Result) and result.path == out
+    reason = f"interrupted by {signal_name} after 2 iterations"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{reason}: the learner trained so far (2 meta-iterations) is saved in {out}"]
+    trained = load_learner(out)
+    assert trained.config == config
+    assert (trained.metrics["status"], trained.metrics["reason"], trained.metrics["iterations"]) == (
+        "interrupted", reason, 2)
+    state, loaded = result.learner.state_dict(), trained.learner.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert sorted(os.listdir(tmp_path)) == ["learner"]  # no staging folder left beside it

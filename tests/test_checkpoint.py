@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import torch
 
 from safetensors.torch import load_file, save_file
 
+from nas_meta import checkpoint
 from nas_meta.api import load_learner, train
 from nas_meta.checkpoint import check_learner_target, load_checkpoint, save_learner
 from nas_meta.config import TrainConfig
@@ -223,3 +226,125 @@ def test_a_train_target_that_cannot_be_created_is_refused_before_training(tmp_pa
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
     with pytest.raises(ConfigError):
         check_learner_target(tmp_path / below)
+
+
+# -- regression: a learner folder is replaced through a staging folder -------------------------------------------
+
+def _state_of(strategy: str = "metasgd", seed: int = 5) -> dict[str, torch.Tensor]:
+    learner = get_learner(tiny_config(strategy), 10)
+    learner.init_params(torch.Generator().manual_seed(seed))
+    return learner.state_dict()
+
+
+def test_a_crash_between_the_renames_leaves_the_old_learner_whole_and_named(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = saved(tmp_path)  # the old learner
+    old_files = snapshot(folder)
+    real_rename, calls = os.rename, []
+
+    def crash_on_the_second(src: Any, dst: Any) -> None:
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error (simulated crash)")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "rename", crash_on_the_second)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_learner(folder, tiny_config("metasgd"), _state_of(seed=6), {"label_space": 10, "status": "completed"})
+    monkeypatch.undo()
+    (old,) = [p for p in tmp_path.iterdir()]  # the staging folder was removed; the old learner set aside, whole
+    assert old.name.startswith(".learner.old-") and calls[0] == ("learner", old.name)
+    assert calls[1][0].startswith(".learner.new-") and calls[1][1] == "learner"
+    assert snapshot(old) == old_files
+    config, state, _ = load_checkpoint(old)
+    assert config == tiny_config("metasgd") and all(torch.equal(state[k], v) for k, v in _state_of().items())
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(folder)
+    assert str(info.value) == (
+        f"{folder}: no such learner folder (expected config.yaml, weights.safetensors, metrics.json). {old} holds "
+        "the learner a save was replacing when it was interrupted: rename it to learner to use it.")
+
+
+def test_replacing_a_learner_keeps_the_users_files_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    folder = saved(tmp_path)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "plots").mkdir()
+    (folder / "plots" / "loss.png").write_bytes(b"\x89PNG fake")
+    new_state = _state_of(seed=6)
+    assert save_learner(folder, tiny_config("metasgd"), new_state, {"label_space": 10}) == folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learner"]  # no staging or old folder left
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "metrics.json", "notes.txt", "plots",
+                                                        "weights.safetensors"]
+    assert (folder / "notes.txt").read_text() == "my notes"
+    assert (folder / "plots" / "loss.png").read_bytes() == b"\x89PNG fake"
+    _, state, _ = load_checkpoint(folder)
+    assert all(torch.equal(state[k], v) for k, v in new_state.items())  # the new learner, not the old one
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_saved_learner_has_the_permissions_of_a_new_file_under_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        folder = saved(tmp_path)
+        folder = saved(tmp_path)  # and when it replaces one
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes == {"config.yaml": 0o666 & ~umask, "weights.safetensors": 0o666 & ~umask,
+                     "metrics.json": 0o666 & ~umask}
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+
+
+# -- regression: label_space in metrics.json is checked; an older folder loads with a warning ----------------------
+
+def _with_metrics(folder: Path, **changes: Any) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(changes)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.mark.parametrize(("value", "shown"), [("abc", "'abc'"), (1e11, "'100000000000.0'"), (-3, "'-3'"),
+                                              (True, "'True'"), (1, "'1'"), (100_001, "'100001'"), ([10], "'[10]'"),
+                                              ("x" * 100, repr("x" * 40))],
+                         ids=["text", "1e11", "negative", "true", "one", "too-many", "list", "long"])
+def test_a_bad_label_space_is_refused_naming_metrics_json_and_the_value(tmp_path: Path, value: Any,
+                                                                        shown: str) -> None:
+    folder = saved(tmp_path)
+    _with_metrics(folder, label_space=value)
+    before = snapshot(tmp_path)
+    for load in (load_checkpoint, load_learner):
+        with pytest.raises(CheckpointError) as info:
+            load(folder)
+        assert str(info.value) == (f"{folder / 'metrics.json'}: label_space={shown} is not allowed: expected an "
+                                   "integer in [2, 100000].")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("strategy", ["metasgd", "pretrain"])
+def test_a_null_label_space_counts_as_absent_and_falls_back_to_the_tasks_ways(tmp_path: Path, strategy: str) -> None:
+    config = tiny_config(strategy)
+    learner = get_learner(config, config.task.ways)  # a pre-trained head as wide as the task: null still fits it
+    learner.init_params(torch.Generator().manual_seed(5))
+    folder = save_learner(tmp_path / "learner", config, learner.state_dict(), {"label_space": None})
+    trained = load_learner(folder)
+    assert trained.metrics["label_space"] is None
+    assert all(torch.equal(trained.learner.state_dict()[k], v) for k, v in learner.state_dict().items())
+    _with_metrics(folder, label_space=10)  # what the weights were not trained for: refused as not fitting
+    if strategy == "pretrain":
+        with pytest.raises(CheckpointError, match="the weights do not fit the network in config.yaml"):
+            load_learner(folder)
+
+
+def test_an_older_format_folder_loads_with_a_warning_that_its_config_is_unchecked(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = saved(tmp_path)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    del metrics["config_sha256"]  # nas-meta-learner/1 recorded the weights' checksum only
+    metrics["format"] = "nas-meta-learner/1"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with caplog.at_level(logging.WARNING, logger="nas_meta.checkpoint"):
+        config, state, loaded = load_checkpoint(folder)
+    assert config == tiny_config("metasgd") and loaded["format"] == "nas-meta-learner/1"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(
+        logging.WARNING, f"{folder}: written by an older nas-meta (nas-meta-learner/1): its config.yaml is not "
+                         "covered by a checksum, so an edit to it would go unnoticed")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -243,3 +244,21 @@ def test_every_option_help_states_its_default(path: tuple[str, ...], option: str
         build_parser().parse_args([*path, "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert " ".join(action.help.split()) in shown  # the text read is the text shown
+
+
+# -- regression: a reader that goes away (`nas-meta studies | head -1`) ends the command quietly ---------------------
+
+@pytest.mark.slow  # fresh interpreters importing torch and Optuna
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NAS_META_STORAGE"}
+    proc = subprocess.Popen([sys.executable, "-m", "nas_meta", "studies"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141  # 128 + SIGPIPE, as a shell pipeline's writer ends
+    assert stderr == ""
+    shell = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m nas_meta studies 2>err.txt | head -1"],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert shell.returncode == 0 and shell.stdout == "shipped studies (nas-meta search NAME):\n"
+    assert (tmp_path / "err.txt").read_text() == ""  # no traceback, whether or not the pipe broke

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from nas_meta.compare import compare, paired_difference
+from nas_meta.compare import check_compare_target, compare, paired_difference
 from nas_meta.config import TrainConfig
-from nas_meta.errors import ConfigError
+from nas_meta.errors import ConfigError, DataError
 
 
 def accuracies(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,3 +90,80 @@ def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
                f"{100 * candidate['diff_vs_reptile_ci95']:.2f} pts")
     assert printed in md
     assert (tmp_path / "cmp" / "comparison.html").stat().st_size > 100_000
+
+
+# -- regression: --out is checked before any work: other files, below a file; an earlier comparison is accepted ----
+
+METHODS = ["candidate", "maml", "reptile"]  # the folders of a comparison of a candidate with the two baselines
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (a folder: 'dir'), by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def _earlier_comparison(out: Path) -> None:
+    out.mkdir()
+    for name in ("comparison.csv", "comparison.md", "comparison.html", "runs.csv"):
+        (out / name).write_text(f"earlier {name}")
+    for method in METHODS:
+        (out / method / "seed-0").mkdir(parents=True)
+        (out / method / "seed-0" / "config.yaml").write_text("earlier")
+    (out / ".DS_Store").write_text("hidden files do not count")
+
+
+@pytest.mark.parametrize(("make", "others"), [
+    pytest.param(lambda out: (out.mkdir(), (out / "notes.txt").write_text("mine")), "notes.txt", id="a-file"),
+    pytest.param(lambda out: (_earlier_comparison(out), (out / "results.csv").write_text("mine")), "results.csv",
+                 id="an-earlier-comparison-and-a-file"),
+    pytest.param(lambda out: (out.mkdir(), (out / "maml").write_text("a file, not a method folder")), "maml",
+                 id="a-method-name-that-is-a-file"),
+    pytest.param(lambda out: (out.mkdir(), (out / "comparison.csv").mkdir()), "comparison.csv",
+                 id="a-table-name-that-is-a-folder"),
+    pytest.param(lambda out: (out.mkdir(), (out / "other-method").mkdir()), "other-method", id="a-foreign-folder"),
+    pytest.param(lambda out: (out.mkdir(), [(out / f"f{i}.txt").write_text("") for i in range(7)]),
+                 "f0.txt, f1.txt, f2.txt, f3.txt, f4.txt, …", id="many-files"),
+])
+def test_a_compare_target_with_other_files_is_refused_naming_them(tmp_path: Path, make: Any, others: str) -> None:
+    out = tmp_path / "cmp"
+    make(out)
+    before = snapshot(tmp_path)
+    message = (f"--out {str(out)!r} holds files that are not a comparison ({others}); give a new or empty folder, "
+               "or an earlier comparison to replace.")
+    with pytest.raises(ConfigError) as info:
+        check_compare_target(out, METHODS)
+    assert str(info.value) == message
+    with pytest.raises(ConfigError) as info:  # through compare, before any data is looked for or run trained
+        compare(TrainConfig(), out, seeds=1, data=tmp_path / "no-data", device="cpu")
+    assert str(info.value) == message
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(_earlier_comparison, id="an-earlier-comparison"),
+    pytest.param(lambda out: out.mkdir(), id="an-empty-folder"),
+    pytest.param(lambda out: None, id="a-new-path"),
+])
+def test_an_earlier_comparison_or_an_empty_or_new_folder_is_accepted_untouched(tmp_path: Path, make: Any) -> None:
+    out = tmp_path / "cmp"
+    make(out)
+    before = snapshot(tmp_path)
+    check_compare_target(out, METHODS)
+    with pytest.raises(DataError):  # past the check: it goes on to look for the data
+        compare(TrainConfig(), out, seeds=1, data=tmp_path / "no-data", device="cpu")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("below", ["notes.txt", "notes.txt/deeper"])
+def test_a_compare_target_below_a_file_is_refused(tmp_path: Path, below: str) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / below / "cmp"
+    with pytest.raises(ConfigError) as info:
+        check_compare_target(out, METHODS)
+    assert str(info.value) == f"--out {str(out)!r}: {str(tmp_path / 'notes.txt')!r} is a file, not a folder."
+    with pytest.raises(ConfigError) as info:
+        check_compare_target(tmp_path / "notes.txt", METHODS)
+    assert str(info.value) == (f"--out {str(tmp_path / 'notes.txt')!r} is a file; give a folder for the "
+                               "comparison's runs and tables.")
+    assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes.txt"]

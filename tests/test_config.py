@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -714,3 +716,32 @@ def test_a_huge_override_is_never_echoed(tmp_path: Path, setting: str) -> None:
     path = write(tmp_path, "learner: {strategy: maml}\n")
     message = refused(lambda p: load_train_config(p, [setting]), path)
     assert len(message) < 300 + len(str(path)) and "x" * 100 not in message
+
+
+# -- regression: a FIFO given as a YAML file is refused at once, never opened ---------------------------------------
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the block after ``seconds`` (SIGALRM interrupts a blocking ``open`` of a FIFO)."""
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("load", [read_yaml, load_train_config, load_search_space, load_study_spec],
+                         ids=lambda f: f.__name__)
+def test_a_fifo_is_refused_at_once_without_being_opened(tmp_path: Path, load: Callable[[Path], object]) -> None:
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    start = time.perf_counter()
+    with deadline(5.0):
+        message = refused(load, fifo)
+    assert time.perf_counter() - start < 1.0
+    assert message == f"{fifo}: is not a regular file (a FIFO or a device?); give a YAML file."

@@ -551,3 +551,25 @@ def test_an_oversized_member_added_to_a_real_zip_is_refused(tmp_path: Path, omni
         z.writestr(entry, b"\x00" * (3 << 20))
     assert refused_data(folder, 28) == (f"{zip_path}: entry {entry!r} unpacks to 3145728 bytes, not an Omniglot "
                                         "drawing (at most 1048576); download the zip again.")
+
+
+# -- regression: a decoded cache of another image size under this size's name is rebuilt ---------------------------
+
+def test_a_cache_of_another_size_under_this_sizes_name_is_detected_and_rebuilt(
+        small: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data.load_omniglot(small, 8)
+    data.load_omniglot(small, 10)
+    (cache8,) = (small / ".nas-meta-cache").glob("omniglot-8px-*.npz")
+    cache10 = small / ".nas-meta-cache" / cache8.name.replace("-8px-", "-10px-")
+    assert cache10.is_file()
+    shutil.copyfile(cache8, cache10)  # a valid cache, checksum and all, but of 8-pixel images
+    with caplog.at_level(logging.WARNING, logger="nas_meta.data"):
+        dataset = data.load_omniglot(small, 10)
+    assert dataset.images.shape == (5, 20, 10, 10)
+    assert np.array_equal(dataset.images, data._decode(small, 10, None).images)
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged == [f"the decoded cache {cache10} is damaged (it holds images of shape (5, 20, 8, 8), not Omniglot "
+                      "at 10 px); decoding the zips again to rebuild it"]
+    assert data._load_cache(cache10, 10).images.shape == (5, 20, 10, 10)  # rebuilt at the right size
+    assert data._load_cache(cache8, 8).images.shape == (5, 20, 8, 8)  # the other size's cache untouched
+    assert sorted(p.name for p in (small / ".nas-meta-cache").iterdir()) == sorted([cache8.name, cache10.name])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import multiprocessing
 import os
 import re
+import signal
+import stat
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -427,3 +435,90 @@ def test_a_journal_damaged_in_the_middle_opened_read_only_is_refused_naming_the_
     path.write_bytes(b"\n".join(lines[:2] + [b"garbage"] + lines[2:]))
     with pytest.raises(StorageError, match=re.escape(f"journal {path}: line 3 is not a valid record")):
         optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}", read_only=True).storage)
+
+
+# -- regression: a FIFO as the journal is refused at once; bad heartbeat settings are named ---------------------------
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the block after ``seconds`` (SIGALRM interrupts a blocking ``open`` of a FIFO)."""
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("form", ["journal:{}", "{}"])
+@pytest.mark.parametrize("read_only", [False, True], ids=["read-write", "read-only"])
+def test_a_journal_that_is_a_fifo_is_refused_at_once(tmp_path: Path, form: str, read_only: bool) -> None:
+    fifo = tmp_path / "s.journal"
+    os.mkfifo(fifo)
+    url = form.format(fifo)
+    start = time.perf_counter()
+    with deadline(5.0), pytest.raises(ConfigError) as info:
+        open_storage(url, read_only=read_only)
+    assert time.perf_counter() - start < 1.0
+    assert str(info.value) == f"--storage {url!r}: {str(fifo)!r} is not a regular file (a folder, FIFO or device)."
+    assert sorted(os.listdir(tmp_path)) == ["s.journal"] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_a_sqlite_database_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "s.db"
+    os.mkfifo(fifo)
+    with deadline(5.0), pytest.raises(ConfigError) as info:
+        open_storage(f"sqlite:///{fifo}")
+    assert str(info.value) == (f"--storage 'sqlite:///{fifo}': {str(fifo)!r} is not a regular file (a folder, FIFO "
+                               "or device).")
+
+
+def _heartbeat_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The console script opening a database storage, which reads the heartbeat settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NAS_META_HEARTBEAT")}
+    return subprocess.run([sys.executable, "-m", "nas_meta.cli", "studies", "--storage", f"sqlite:///{tmp_path}/s.db"],
+                          capture_output=True, text=True, timeout=120, env={**clean, **env}, cwd=tmp_path)
+
+
+@pytest.mark.slow  # fresh interpreters importing Optuna
+@pytest.mark.parametrize(("env", "name", "shown"), [
+    ({"NAS_META_HEARTBEAT_SECONDS": "abc"}, "NAS_META_HEARTBEAT_SECONDS", "'abc'"),
+    ({"NAS_META_HEARTBEAT_GRACE_SECONDS": "-3"}, "NAS_META_HEARTBEAT_GRACE_SECONDS", "'-3'"),
+    ({"NAS_META_HEARTBEAT_SECONDS": "\u00b2"}, "NAS_META_HEARTBEAT_SECONDS", "'\u00b2'"),
+])
+def test_a_bad_heartbeat_setting_is_one_line_naming_it(tmp_path: Path, env: dict[str, str], name: str,
+                                                        shown: str) -> None:
+    sqlite3.connect(tmp_path / "s.db").close()  # an empty database file: reading it needs the settings
+    done = _heartbeat_run(tmp_path, **env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (f"nas-meta: error: {name}={shown} is not allowed: expected a whole number of "
+                                   "seconds in [1, 86400].")
+    good = _heartbeat_run(tmp_path, NAS_META_HEARTBEAT_SECONDS="5")
+    assert good.returncode == 2 and "holds no Optuna studies" in good.stderr  # got past the settings
+
+
+@pytest.mark.parametrize(("text", "expected"), [(None, 10), ("", 10), ("5", 5), (" 7 ", 7), ("86400", 86400)])
+def test_a_heartbeat_setting_is_read_as_whole_seconds(monkeypatch: pytest.MonkeyPatch, text: str | None,
+                                                      expected: int) -> None:
+    from nas_meta.storage import _env_seconds
+
+    if text is None:
+        monkeypatch.delenv("NAS_META_HEARTBEAT_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("NAS_META_HEARTBEAT_SECONDS", text)
+    assert _env_seconds("NAS_META_HEARTBEAT_SECONDS", 10) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-3", "1.5", "1e3", "86401", "10s", "1 0"])
+def test_a_bad_heartbeat_setting_is_named(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    from nas_meta.storage import _env_seconds
+
+    monkeypatch.setenv("NAS_META_HEARTBEAT_SECONDS", text)
+    with pytest.raises(ConfigError) as info:
+        _env_seconds("NAS_META_HEARTBEAT_SECONDS", 10)
+    assert str(info.value) == (f"NAS_META_HEARTBEAT_SECONDS={text!r} is not allowed: expected a whole number of "
+                               "seconds in [1, 86400].")

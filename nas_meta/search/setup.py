@@ -40,6 +40,7 @@ from ..storage import (
     open_storage,
     record_artifacts_dir,
     redact,
+    scrub,
     study_lock,
 )
 from ..studies import StudyAttr, StudyText, TrialAttr, record_study_texts, study_texts
@@ -202,9 +203,10 @@ def study_file_text(setup: SearchSetup) -> str:
     """The study file as recorded on the study: its ``storage:`` line, if it holds a secret, rewritten with the
     URL as :func:`redact` shows it (however the file quoted or escaped it)."""
     text = setup.study_path.read_text()
-    if setup.spec.storage and redact(setup.spec.storage) != setup.spec.storage:
-        text = re.sub(r"(?m)^(\s*storage\s*:).*$", lambda m: f"{m.group(1)} {redact(setup.spec.storage or '')!r}",
-                      text)
+    storage = setup.spec.storage
+    if storage and redact(storage) != storage:
+        text = re.sub(r"(?m)^(\s*storage\s*:).*$", lambda m: f"{m.group(1)} {redact(storage)!r}", text)
+        text = scrub(text, storage)  # a value continued on the next lines, however it was quoted
     return text + "".join(f"\n# --set {redact(setting)}" for setting in setup.overrides)
 
 

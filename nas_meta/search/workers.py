@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..data import resolve_data_dir
 from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
 from ..runtime import die_with_parent, resolve_device, signals_deferred
-from ..storage import GRACE_SECONDS, HEARTBEAT_SECONDS, last_heartbeat, trial_heartbeat
+from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
 from ..training import Record, load_workspace
 from .objective import make_objective
@@ -118,7 +118,7 @@ def _alive(pid: int) -> bool:
 def stale_reason(trial: FrozenTrial, now: float, host: str) -> str | None:
     """Why a RUNNING journal trial's worker is gone, or None while it may be alive.
 
-    Gone: its process on this host has exited, or its heartbeat is older than ``GRACE_SECONDS`` whoever holds its
+    Gone: its process on this host has exited, or its heartbeat is older than the grace period whoever holds its
     process id now (PID reuse, containers with a fixed hostname) or wherever it ran (a journal copied from
     another machine).
     """
@@ -127,8 +127,9 @@ def stale_reason(trial: FrozenTrial, now: float, host: str) -> str | None:
     if worker_host == host and pid.isdigit() and not _alive(int(pid)):
         return f"worker {worker} died (found at restart)"
     beat = last_heartbeat(trial)
-    if beat is not None and now - beat > GRACE_SECONDS:
-        return f"worker {worker or '?'} sent no heartbeat for {now - beat:.0f} s (grace {GRACE_SECONDS} s)"
+    grace = grace_seconds()
+    if beat is not None and now - beat > grace:
+        return f"worker {worker or '?'} sent no heartbeat for {now - beat:.0f} s (grace {grace} s)"
     return None
 
 
@@ -164,7 +165,7 @@ def _waiting_line(study: optuna.Study, n_trials: int) -> str:
         age = "no heartbeat" if beat is None else f"last heartbeat {now - beat:.0f} s ago"
         parts.append(f"trial {t.number} on {t.user_attrs.get(TrialAttr.WORKER, '?')} ({age})")
     return (f"the study holds its {n_trials} trials; waiting for the running ones to finish, or to be failed and "
-            f"re-run once their heartbeat is {GRACE_SECONDS} s late: " + "; ".join(parts))
+            f"re-run once their heartbeat is {grace_seconds()} s late: " + "; ".join(parts))
 
 
 class SearchListener:
@@ -225,7 +226,7 @@ def run_worker(
             if time.monotonic() - said_at >= 30:
                 logger.info(_waiting_line(study, n_trials))
                 said_at = time.monotonic()
-            time.sleep(min(HEARTBEAT_SECONDS, 5))
+            time.sleep(min(heartbeat_seconds(), 5))
             continue
         run_trial(study, trial, objective, [report])
     return study

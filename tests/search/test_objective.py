@@ -22,7 +22,8 @@ import nas_meta
 import nas_meta.search.objective as objective_module
 from nas_meta.architectures import build_network, count_parameters
 from nas_meta.checkpoint import load_checkpoint
-from nas_meta.config import ParamSpec, PrunerSpec, SamplerSpec, SearchSpace
+from nas_meta.config import BudgetConfig, ParamSpec, PrunerSpec, SamplerSpec, SearchSpace
+from nas_meta.errors import Terminated
 from nas_meta.search import prepare, search
 from nas_meta.storage import artifact_store
 from nas_meta.studies import StudyText, study_texts, summarize, trial_config
@@ -36,6 +37,7 @@ from tests.search.helpers import (
     tiny_spec,
     tiny_study,
 )
+from tests.test_training import interrupt_at
 
 slow = pytest.mark.slow
 
@@ -316,3 +318,28 @@ def test_dev_scored_by_seconds_of_training_and_pruned_at_equal_compute(tmp_path:
         assert trial.state == TrialState.COMPLETE and list(trial.intermediate_values) == [1, 2, 3]
         assert 3.0 <= attrs["train_seconds"] < 4.0 and attrs["status"] == "time_budget"
         assert trial.value == pytest.approx(trial.intermediate_values[3])
+
+
+# -- regression: an interrupted trial is closed and queued again, never completed half-trained -------------------
+
+@pytest.mark.parametrize(("error", "signal_name"), [(Terminated(), "SIGTERM"), (KeyboardInterrupt(), "Ctrl-C")],
+                         ids=["sigterm", "ctrl-c"])
+def test_an_interrupt_inside_a_trial_fails_it_and_queues_it_again(workspace: Any, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  error: BaseException, signal_name: str) -> None:
+    # Wilcoxon pruning scores every dev task once training ends: an interrupted run must not get that far
+    spec = tiny_spec(budget=BudgetConfig(iterations=4), pruner=PrunerSpec(name="wilcoxon", p_threshold=0.1))
+    study = tiny_study(spec)
+    calls = interrupt_at(monkeypatch, error)  # the 3rd meta-iteration is interrupted
+    store = artifact_store(tmp_path / "artifacts")
+    with pytest.raises(type(error)) as info:
+        run_tiny_trial(study, spec, workspace, artifacts=store)
+    assert info.value is error and calls[0] == 3
+    interrupted, retry = study.trials
+    assert interrupted.state == TrialState.FAIL and interrupted.values is None
+    assert interrupted.user_attrs["reason"] == f"interrupted ({signal_name}); queued again"
+    assert "artifact_id" not in interrupted.user_attrs and "status" not in interrupted.user_attrs
+    assert interrupted.intermediate_values == {}  # the half-trained learner was never scored
+    assert [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()] == []  # no learner kept
+    assert retry.state == TrialState.WAITING and retry.user_attrs == {"retry_of": 0}
+    assert retry.system_attrs["fixed_params"] == interrupted.params

@@ -362,3 +362,74 @@ def test_changed_study_file_is_refused_with_the_difference(tmp_path: Path, searc
     assert "-seed: 1" in message and "+seed: 2" in message and "--force" in message
     after = optuna.load_study(study_name="tiny", storage=prepare(study_path, storage=storage).storage.storage).trials
     assert len(after) == before
+
+
+# -- regression: the study file's storage line is recorded without its password, however it was quoted ------------
+
+@pytest.mark.parametrize(("line", "secret"), [
+    ("storage: 'postgresql://u:Tr0ub4dor''s3cret@127.0.0.1:1/db'", "Tr0ub4dor"),  # '' is a quote in single quotes
+    ('storage: "postgresql://u:Tr0ub4dor\\x27s3cret@127.0.0.1:1/db"', "Tr0ub4dor"),  # \x27 in double quotes
+    ('storage: "postgresql://u:hunter\\u0032@127.0.0.1:1/db"', "hunter"),
+    ("storage: postgresql://u:hunter2@127.0.0.1:1/db", "hunter2"),  # plain, as before
+    ("storage:    'postgresql://u:hunter2@127.0.0.1:1/db'   # the team's database", "hunter2"),
+], ids=["single-quoted-escape", "double-quoted-hex-escape", "double-quoted-unicode-escape", "plain", "comment"])
+def test_the_study_files_storage_password_is_never_recorded_on_the_study(tmp_path: Path, line: str,
+                                                                         secret: str) -> None:
+    study_path = make_study(tmp_path)
+    study_path.write_text(study_path.read_text() + line + "\n")
+    setup = prepare(study_path, storage=f"journal:{tmp_path / 's.journal'}")  # the file's database is never opened
+    assert setup.spec.storage is not None and secret in setup.spec.storage
+    texts = study_texts(open_study(setup))
+    recorded = texts[StudyText.STUDY_FILE]
+    assert secret not in recorded and "s3cret" not in recorded
+    assert recorded == study_path.read_text().replace(line, "storage: 'postgresql://u:***@127.0.0.1:1/db'")
+    assert secret not in (tmp_path / "s.journal").read_text()
+
+
+# -- regression: Optuna cannot change a categorical parameter's choices, so --force cannot either -----------------
+
+def test_resuming_with_other_categorical_choices_is_refused_even_with_force(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    study_path = make_study(tmp_path)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    open_study(prepare(study_path, storage=storage))
+    space = tmp_path / "space.yaml"
+    space.write_text(space.read_text().replace("choices: [4, 5]}", "choices: [4, 5, 6]}"))
+    journal = (tmp_path / "s.journal").read_bytes()
+    for force in (False, True):
+        with pytest.raises(ConfigError) as info:
+            open_study(prepare(study_path, storage=storage), force=force)
+        if force:
+            assert str(info.value) == (
+                f"{study_path}: learner.meta_batch had the choices [4, 5] when study 'tiny' was created and now has "
+                "[4, 5, 6]; Optuna cannot change a categorical parameter's choices within a study, not even with "
+                "--force. Use another --study-name.")
+    assert (tmp_path / "s.journal").read_bytes() == journal  # nothing appended
+    import nas_meta.search.workers as workers_module
+
+    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)  # no Omniglot needed
+    with pytest.raises(ConfigError, match="not even with --force"):  # the same through search, before any trial
+        search(study_path, storage=storage, force=True, device="cpu")
+    assert (tmp_path / "s.journal").read_bytes() == journal
+
+
+def test_resuming_with_a_changed_numeric_range_is_still_allowed_with_force(tmp_path: Path) -> None:
+    study_path = make_study(tmp_path)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    open_study(prepare(study_path, storage=storage))
+    space = tmp_path / "space.yaml"
+    space.write_text(space.read_text().replace("high: 50}", "high: 60}"))
+    assert len(open_study(prepare(study_path, storage=storage), force=True).get_trials()) == 2
+
+
+@pytest.mark.parametrize("value", ["storage: >-\n  postgresql://u:hunter2@127.0.0.1:1/db\n",
+                                   "storage:\n  'postgresql://u:hunter2@127.0.0.1:1/db'\n"],
+                         ids=["folded-block", "on-the-next-line"])
+def test_a_storage_value_on_the_next_line_is_recorded_without_its_password(tmp_path: Path, value: str) -> None:
+    study_path = make_study(tmp_path)
+    study_path.write_text(study_path.read_text() + value)
+    setup = prepare(study_path, storage=f"journal:{tmp_path / 's.journal'}")
+    assert setup.spec.storage == "postgresql://u:hunter2@127.0.0.1:1/db"
+    recorded = study_texts(open_study(setup))[StudyText.STUDY_FILE]
+    assert "hunter2" not in recorded and "hunter2" not in (tmp_path / "s.journal").read_text()
+    assert "storage: 'postgresql://u:***@127.0.0.1:1/db'" in recorded

@@ -20,8 +20,8 @@ from optuna.trial import TrialState, create_trial
 
 import nas_meta.search.workers as workers_module
 from nas_meta.errors import ConfigError, StorageError, Terminated, TrialDiverged
-from nas_meta.search import fail_stale_trials, prepare, run_trial, run_worker, search, worker_devices
-from nas_meta.storage import GRACE_SECONDS, HEARTBEAT_ATTR, open_storage
+from nas_meta.search import fail_stale_trials, open_study, prepare, run_trial, run_worker, search, worker_devices
+from nas_meta.storage import HEARTBEAT_ATTR, grace_seconds, open_storage
 from nas_meta.studies import counted_trials
 from tests.helpers_study import make_study, run, search_command, worker_env
 from tests.search.helpers import journal_setup, raising, synthetic_workspace, write_tiny_study
@@ -194,7 +194,7 @@ def test_the_trial_of_a_worker_whose_heartbeat_stopped_is_failed_wherever_it_ran
     stopped, beating = study.ask(), study.ask()
     for trial in (stopped, beating):
         trial.set_user_attr("worker", f"another-{socket.gethostname()}:1")
-    study._storage.set_trial_system_attr(stopped._trial_id, HEARTBEAT_ATTR, time.time() - GRACE_SECONDS - 5)
+    study._storage.set_trial_system_attr(stopped._trial_id, HEARTBEAT_ATTR, time.time() - grace_seconds() - 5)
     study._storage.set_trial_system_attr(beating._trial_id, HEARTBEAT_ATTR, time.time())
     assert fail_stale_trials(study, setup) == [stopped.number]
     assert "sent no heartbeat" in study.trials[stopped.number].user_attrs["reason"]
@@ -435,3 +435,32 @@ def test_a_surviving_worker_reruns_the_trial_of_a_killed_one(tmp_path: Path, omn
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 5  # none lost: the survivor re-ran the killed trial
     assert any(t.system_attrs.get("failed_trial") == killed[0].number for t in finished)
+
+
+# -- regression: a killed last trial is re-run, not counted as done ------------------------------------
+
+@pytest.mark.usefixtures("synthetic_data")
+def test_search_reruns_the_last_trial_of_a_killed_worker_instead_of_saying_the_study_is_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study holds n_trials trials, the last one RUNNING for a SIGKILLed worker on this host: ``search`` fails
+    it, queues it again and runs the retry (it used to say "already holds 2 trials" and leave it RUNNING)."""
+    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)  # no Omniglot needed
+    study_path = write_tiny_study(tmp_path)
+    storage = f"journal:{tmp_path / 'tiny.journal'}"
+    study = open_study(prepare(study_path, storage=storage))
+    distribution = optuna.distributions.FloatDistribution(0.1, 0.5)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={"learner.inner_lr": 0.2},
+                                 distributions={"learner.inner_lr": distribution}))
+    killed = study.ask()
+    lr = killed.suggest_float("learner.inner_lr", 0.1, 0.5)
+    worker = f"{socket.gethostname()}:{_dead_pid()}"
+    killed.set_user_attr("worker", worker)
+    assert counted_trials(study) == 2
+
+    searched = search(study_path, storage=storage, n_trials=2, device="cpu")  # no StudyFinished
+    trials = searched.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["reason"] == f"worker {worker} died (found at restart)"
+    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == {"learner.inner_lr": lr}
+    assert counted_trials(searched) == 2
+    assert not searched.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
