@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from nas_meta import __version__
 from nas_meta.bench import bench
@@ -28,6 +29,12 @@ def test_bench_reports_its_settings_and_positive_rates(strategy: str, first_orde
     assert result["allocator_tuned"] is False and result["threads"] >= 1
     assert result["meta_iters_per_s"] > 0 and result["peak_memory_mb"] > 0
     assert result["tasks_per_s"] == pytest.approx(2 * result["meta_iters_per_s"])
+
+
+def test_bench_runs_on_the_test_device(device: torch.device) -> None:
+    result = bench(device=str(device), iterations=1, warmup=0, meta_batch=2, config=tiny_config(), tune_memory=False)
+    assert result["device"] == str(device) and result["iterations"] == 1 and result["meta_batch"] == 2
+    assert result["meta_iters_per_s"] > 0 and result["peak_memory_mb"] > 0
 
 
 @pytest.mark.slow

@@ -1,4 +1,7 @@
-"""The inner-loop math against independent computations: explicit loops, autograd, finite differences."""
+"""The inner-loop math against independent computations: explicit loops, autograd, finite differences.
+
+Every test runs on the ``device`` fixture ($NAS_META_TEST_DEVICE, default cpu); the data are drawn on the CPU first.
+"""
 
 from __future__ import annotations
 
@@ -48,10 +51,11 @@ ARCHITECTURES = [
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_batched_meta_gradient_equals_per_task_loop(engine: str, steps: int, first_order: bool) -> None:
-    net = tiny_network()
+def test_batched_meta_gradient_equals_per_task_loop(engine: str, steps: int, first_order: bool,
+                                                    device: torch.device) -> None:
+    net = tiny_network(device=device)
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
-    data = tiny_tasks()
+    data = tiny_tasks(device=device)
     ref_loss, ref_grads = loop_meta_gradient(net, params, *data, 0.3, steps, first_order)
     loss, grads = batched_meta_gradient(net, params, *data, 0.3, steps, first_order, engine)
     assert torch.allclose(loss, ref_loss, atol=1e-10)
@@ -61,11 +65,13 @@ def test_batched_meta_gradient_equals_per_task_loop(engine: str, steps: int, fir
 
 @pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: "-".join(map(str, a.values())) or "default")
 @pytest.mark.parametrize("first_order", [False, True])
-def test_task_batched_engine_equals_loop_for_every_layer_kind(arch: dict, first_order: bool) -> None:
+def test_task_batched_engine_equals_loop_for_every_layer_kind(arch: dict, first_order: bool,
+                                                              device: torch.device) -> None:
     net = build_network(ArchConfig(blocks=3, channels=4, **arch), 3, 9).double()  # odd size: ceil-mode pooling
     torch.manual_seed(1)
-    params = {k: (p.detach() + 0.1 * torch.randn_like(p)).requires_grad_() for k, p in net.named_parameters()}
-    data = tiny_tasks(size=9)
+    params = {k: (p.detach() + 0.1 * torch.randn_like(p)).to(device).requires_grad_() for k, p in net.named_parameters()}
+    net.to(device)
+    data = tiny_tasks(size=9, device=device)
     assert task_batched.supports(net)
     ref_loss, ref_grads = loop_meta_gradient(net, params, *data, 0.3, 2, first_order)
     loss, grads = batched_meta_gradient(net, params, *data, 0.3, 2, first_order, "tasks")
@@ -75,10 +81,10 @@ def test_task_batched_engine_equals_loop_for_every_layer_kind(arch: dict, first_
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_batched_equals_loop_in_float32_to_1e_5(engine: str) -> None:
-    net = tiny_network().float()
+def test_batched_equals_loop_in_float32_to_1e_5(engine: str, device: torch.device) -> None:
+    net = tiny_network(device=device).float()
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
-    xs, ys, xq, yq = tiny_tasks(tasks=4)
+    xs, ys, xq, yq = tiny_tasks(tasks=4, device=device)
     data = (xs.float(), ys, xq.float(), yq)
     ref_loss, ref_grads = loop_meta_gradient(net, params, *data, 0.4, 1, False)
     loss, grads = batched_meta_gradient(net, params, *data, 0.4, 1, False, engine)
@@ -87,11 +93,11 @@ def test_batched_equals_loop_in_float32_to_1e_5(engine: str) -> None:
         assert float((g - r).abs().max()) < 1e-5
 
 
-def test_metasgd_and_adam_inner_loops_agree_across_engines() -> None:
-    net = tiny_network()
+def test_metasgd_and_adam_inner_loops_agree_across_engines(device: torch.device) -> None:
+    net = tiny_network(device=device)
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
     lrs = {k: torch.rand_like(p, dtype=torch.float64).requires_grad_() for k, p in params.items()}
-    xs, ys, xq, yq = tiny_tasks()
+    xs, ys, xq, yq = tiny_tasks(device=device)
     for adapt in (Fn.InnerLoop(2, lrs), Fn.InnerLoop(3, 0.01, optimizer="adam")):
         results = []
         for engine in ENGINES:
@@ -110,10 +116,10 @@ def test_metasgd_and_adam_inner_loops_agree_across_engines() -> None:
             assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_task_batched_engine_refuses_what_it_cannot_run() -> None:
-    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).double()
+def test_task_batched_engine_refuses_what_it_cannot_run(device: torch.device) -> None:
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).double().to(device)
     params = dict(other.named_parameters())
-    xs, ys, xq, yq = tiny_tasks()
+    xs, ys, xq, yq = tiny_tasks(device=device)
     assert not task_batched.supports(other)
     with pytest.raises(ValueError, match="engine='tasks'"):
         Fn.batched_query_loss(other, params, {}, xs, ys, xq, yq, adapt=Fn.InnerLoop(1, 0.1), engine="tasks")
@@ -121,16 +127,16 @@ def test_task_batched_engine_refuses_what_it_cannot_run() -> None:
     assert losses.shape == (3,)
 
 
-def test_second_order_meta_gradient_matches_finite_differences() -> None:
+def test_second_order_meta_gradient_matches_finite_differences(device: torch.device) -> None:
     torch.manual_seed(0)
-    net = tiny_network(norm="none")
+    net = tiny_network(norm="none", device=device)
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
-    data = tiny_tasks(tasks=2)
+    data = tiny_tasks(tasks=2, device=device)
     _, grads = batched_meta_gradient(net, params, *data, 0.5, 1, False)
     _, fo_grads = batched_meta_gradient(net, params, *data, 0.5, 1, True)
     flat = torch.cat([g.flatten() for g in grads])
     fo_flat = torch.cat([g.flatten() for g in fo_grads])
-    direction = torch.randn_like(flat)
+    direction = torch.randn_like(flat.cpu()).to(device)  # drawn on the CPU: the same direction on every device
     eps = 1e-6
 
     def objective(shift: float) -> float:
@@ -148,11 +154,11 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
     assert abs(float(fo_flat @ direction) - numeric) > 1e-4
 
 
-def test_first_order_drops_exactly_the_hessian_term() -> None:
+def test_first_order_drops_exactly_the_hessian_term(device: torch.device) -> None:
     """MAML: g = (I - α H_s) g_q with g_q = ∇L_q(θ'); FOMAML: g = g_q."""
-    net = tiny_network()
+    net = tiny_network(device=device)
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
-    xs, ys, xq, yq = tiny_tasks(tasks=1)
+    xs, ys, xq, yq = tiny_tasks(tasks=1, device=device)
     lr = 0.3
     _, so = batched_meta_gradient(net, params, xs, ys, xq, yq, lr, 1, False)
     _, fo = batched_meta_gradient(net, params, xs, ys, xq, yq, lr, 1, True)
@@ -166,20 +172,20 @@ def test_first_order_drops_exactly_the_hessian_term() -> None:
         assert torch.allclose(a, q - lr * h, atol=1e-10)
 
 
-def test_metasgd_lr_dict_equal_to_scalar_when_uniform() -> None:
-    net = tiny_network()
+def test_metasgd_lr_dict_equal_to_scalar_when_uniform(device: torch.device) -> None:
+    net = tiny_network(device=device)
     params = {k: p.detach().clone() for k, p in net.named_parameters()}
-    xs, ys, _, _ = tiny_tasks(tasks=1)
+    xs, ys, _, _ = tiny_tasks(tasks=1, device=device)
     scalar = Fn.sgd_adapt(net, params, {}, xs[0], ys[0], steps=2, lr=0.2)
     per_param = Fn.sgd_adapt(net, params, {}, xs[0], ys[0], steps=2, lr={k: torch.full_like(p, 0.2) for k, p in params.items()})
     for k in scalar:
         assert torch.allclose(scalar[k], per_param[k])
 
 
-def test_adam_adapt_matches_torch_optim_adam() -> None:
-    net = tiny_network(norm="none")
+def test_adam_adapt_matches_torch_optim_adam(device: torch.device) -> None:
+    net = tiny_network(norm="none", device=device)
     params = {k: p.detach().clone() for k, p in net.named_parameters()}
-    xs, ys, _, _ = tiny_tasks(tasks=1)
+    xs, ys, _, _ = tiny_tasks(tasks=1, device=device)
     ours = Fn.adam_adapt(net, params, {}, xs[0], ys[0], steps=4, lr=0.01, betas=(0.0, 0.999))
     ref = {k: p.clone().requires_grad_() for k, p in params.items()}
     opt = torch.optim.Adam(list(ref.values()), lr=0.01, betas=(0.0, 0.999), eps=1e-8)
@@ -191,15 +197,15 @@ def test_adam_adapt_matches_torch_optim_adam() -> None:
         assert torch.allclose(ours[k], ref[k].detach(), atol=1e-10)
 
 
-def test_zero_steps_returns_the_starting_parameters() -> None:
-    net = tiny_network()
+def test_zero_steps_returns_the_starting_parameters(device: torch.device) -> None:
+    net = tiny_network(device=device)
     params = {k: p.detach() for k, p in net.named_parameters()}
-    xs, ys, _, _ = tiny_tasks(tasks=1)
+    xs, ys, _, _ = tiny_tasks(tasks=1, device=device)
     out = Fn.sgd_adapt(net, params, {}, xs[0], ys[0], steps=0, lr=0.5)
     assert all(out[k] is params[k] for k in params)
 
 
-def test_interpolate() -> None:
-    old = {"w": torch.tensor([1.0, 2.0])}
-    new = {"w": torch.tensor([3.0, 6.0])}
-    assert torch.equal(Fn.interpolate(old, new, 0.25)["w"], torch.tensor([1.5, 3.0]))
+def test_interpolate(device: torch.device) -> None:
+    old = {"w": torch.tensor([1.0, 2.0], device=device)}
+    new = {"w": torch.tensor([3.0, 6.0], device=device)}
+    assert torch.equal(Fn.interpolate(old, new, 0.25)["w"].cpu(), torch.tensor([1.5, 3.0]))

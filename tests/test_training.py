@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 from nas_meta.config import ArchConfig, BudgetConfig, DataConfig, EvalConfig, LearnerConfig, TaskConfig, TrainConfig
 from nas_meta.data import ClassSet
 from nas_meta.episodes import EpisodeSampler
-from nas_meta.learners import get_learner
+from nas_meta.errors import Terminated
+from nas_meta.learners import BaseLearner, get_learner
 from nas_meta.training import (
     Z_95,
     DevScore,
@@ -27,25 +29,28 @@ from nas_meta.training import (
     train_iter,
 )
 from tests.learners.helpers import tiny_config
+from tests.search.helpers import synthetic_workspace
 
 
-def synthetic_sampler(ways: int = 3, split: str = "train") -> EpisodeSampler:
+def synthetic_sampler(ways: int = 3, split: str = "train", device: torch.device | str = "cpu") -> EpisodeSampler:
+    """12 random characters drawn on the CPU; the sampler builds its episodes where the images are, on ``device``."""
     g = torch.Generator().manual_seed(0)
-    images = (torch.rand(12, 20, 8, 8, generator=g) * 255).to(torch.uint8)
+    images = (torch.rand(12, 20, 8, 8, generator=g) * 255).to(torch.uint8).to(device)
     return EpisodeSampler(images, ClassSet(np.arange(12), np.zeros(12, dtype=np.int64), True), ways, 2, 2, split)
 
 
-def run(config, iterations=6, every=3, seconds=None, every_seconds=None):
+def run(config, iterations=6, every=3, seconds=None, every_seconds=None, device: torch.device | str = "cpu"):
     learner = get_learner(config, 48)
     learner.init_params(torch.Generator().manual_seed(0))
-    dev = synthetic_sampler().fixed(8, seed=0)
-    return list(meta_train(learner, synthetic_sampler(), BudgetConfig(iterations, seconds), meta_batch=2,
+    learner.to(device)
+    dev = synthetic_sampler(device=device).fixed(8, seed=0)
+    return list(meta_train(learner, synthetic_sampler(device=device), BudgetConfig(iterations, seconds), meta_batch=2,
                            generator=torch.Generator().manual_seed(1), dev=dev, eval_every=every,
                            eval_every_seconds=every_seconds, eval_batch=4))
 
 
-def test_records_steps_dev_scores_and_end() -> None:
-    records = run(tiny_config("maml"), iterations=7, every=3)
+def test_records_steps_dev_scores_and_end(device: torch.device) -> None:
+    records = run(tiny_config("maml"), iterations=7, every=3, device=device)
     assert sum(isinstance(r, Step) for r in records) == 7
     dev = [r for r in records if isinstance(r, DevScore)]
     assert [r.iteration for r in dev] == [3, 6, 7]
@@ -54,8 +59,8 @@ def test_records_steps_dev_scores_and_end() -> None:
     assert len(dev[-1].dev_losses) == 8 and dev[-1].dev_loss == pytest.approx(float(np.mean(dev[-1].dev_losses)))
 
 
-def test_dev_scored_every_so_many_seconds_of_meta_training() -> None:
-    records = run(tiny_config("maml"), iterations=10**6, seconds=2.5, every_seconds=1)
+def test_dev_scored_every_so_many_seconds_of_meta_training(device: torch.device) -> None:
+    records = run(tiny_config("maml"), iterations=10**6, seconds=2.5, every_seconds=1, device=device)
     dev = [r for r in records if isinstance(r, DevScore)]
     end = records[-1]
     assert [r.step for r in dev] == [1, 2, 3] and [r.final for r in dev] == [False, False, True]
@@ -66,36 +71,38 @@ def test_dev_scored_every_so_many_seconds_of_meta_training() -> None:
     assert scoring > 0 and end.elapsed >= 2.5 + scoring - 1e-6
 
 
+# CPU only: it asks for bitwise-equal losses, and CUDA kernels (cuDNN's convolution backward among them) need not
+# give the same bits from run to run unless torch.use_deterministic_algorithms is on, which nas_meta does not set.
 def test_training_is_reproducible() -> None:
     a = [r.metrics["loss"] for r in run(tiny_config("maml")) if isinstance(r, Step)]
     b = [r.metrics["loss"] for r in run(tiny_config("maml")) if isinstance(r, Step)]
     assert len(a) == 6 and a == b
 
 
-def test_time_budget_stops_training() -> None:
-    records = run(tiny_config("maml"), iterations=10**6, every=10**6, seconds=0.5)
+def test_time_budget_stops_training(device: torch.device) -> None:
+    records = run(tiny_config("maml"), iterations=10**6, every=10**6, seconds=0.5, device=device)
     end = records[-1]
     assert isinstance(end, End) and end.status == "time_budget" and "0.5 s time budget" in end.reason
     assert 0 < end.iterations < 10**6
 
 
-def test_divergence_stops_with_a_clear_status() -> None:
+def test_divergence_stops_with_a_clear_status(device: torch.device) -> None:
     config = tiny_config("maml", inner_lr=1e30)
-    records = run(config, iterations=50)
+    records = run(config, iterations=50, device=device)
     end = records[-1]
     assert isinstance(end, End) and end.status == "diverged" and end.iterations < 50
     assert "became nan" in end.reason or "became inf" in end.reason
 
 
-def test_random_init_skips_training_but_is_scored() -> None:
-    records = run(tiny_config("random"), iterations=100)
+def test_random_init_skips_training_but_is_scored(device: torch.device) -> None:
+    records = run(tiny_config("random"), iterations=100, device=device)
     assert [type(r) for r in records] == [DevScore, End]
     assert records[-1].iterations == 0
 
 
-def test_evaluate_reports_mean_and_95_ci_over_episodes() -> None:
-    learner = get_learner(tiny_config("maml"), 48)
-    fixed = synthetic_sampler().fixed(30, seed=3)
+def test_evaluate_reports_mean_and_95_ci_over_episodes(device: torch.device) -> None:
+    learner = get_learner(tiny_config("maml"), 48).to(device)
+    fixed = synthetic_sampler(device=device).fixed(30, seed=3)
     result = evaluate(learner, fixed, batch=7)
     assert result.episodes == 30
     acc = result.per_episode_accuracy
@@ -110,9 +117,9 @@ def test_mean_ci95_of_one_value_is_nan() -> None:
     assert mean == 0.5 and math.isnan(ci)
 
 
-def test_config_budget_iterations_zero_trains_nothing() -> None:
+def test_config_budget_iterations_zero_trains_nothing(device: torch.device) -> None:
     config = dataclasses.replace(tiny_config("maml"))
-    records = run(config, iterations=0)
+    records = run(config, iterations=0, device=device)
     assert [type(r) for r in records] == [DevScore, End]
 
 
@@ -166,3 +173,69 @@ def test_train_iter_at_another_image_size(omniglot: Path) -> None:
         assert network(torch.zeros(2, 1, 20, 20)).shape == (2, 5)
         with pytest.raises(RuntimeError):
             network(torch.zeros(2, 1, 28, 28))
+
+
+# -- regression: Ctrl-C or SIGTERM ends the run with the learner trained so far, then is raised again ---------------
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, error: BaseException, call: int = 3) -> list[int]:
+    """Make every learner's ``meta_step`` raise ``error`` at its ``call``-th call; returns the call counter."""
+    calls = [0]
+    for cls in {type(get_learner(tiny_config(s), 12)) for s in ("maml", "fomaml", "reptile", "metasgd", "pretrain")}:
+        real = cls.meta_step
+
+        def meta_step(self: BaseLearner, episode: object, progress: float, _real: Any = real) -> dict[str, float]:
+            calls[0] += 1
+            if calls[0] == call:
+                raise error
+            return _real(self, episode, progress)
+
+        monkeypatch.setattr(cls, "meta_step", meta_step)
+    return calls
+
+
+INTERRUPTED = dataclasses.replace(tiny_config("fomaml", meta_batch=2), architecture=ArchConfig(blocks=1, channels=4),
+                                  budget=BudgetConfig(iterations=5), evaluation=EvalConfig(dev_episodes=3, every=100,
+                                                                                           batch=3))
+
+
+@pytest.mark.parametrize(("error", "signal_name"), [(Terminated(), "SIGTERM"), (KeyboardInterrupt(), "Ctrl-C")],
+                         ids=["sigterm", "ctrl-c"])
+def test_an_interrupt_ends_the_run_with_the_learner_trained_so_far_then_is_raised(
+        monkeypatch: pytest.MonkeyPatch, error: BaseException, signal_name: str) -> None:
+    workspace = synthetic_workspace()
+    reference = list(train_iter(dataclasses.replace(INTERRUPTED, budget=BudgetConfig(iterations=2)), device="cpu",
+                                workspace=workspace))[-1]  # the same run, stopped after 2 iterations by its budget
+    calls = interrupt_at(monkeypatch, error)
+    records: list[object] = []
+    with pytest.raises(type(error)) as info:
+        for record in train_iter(INTERRUPTED, device="cpu", workspace=workspace):
+            records.append(record)
+    assert info.value is error and calls[0] == 3  # the very interrupt, raised once the Result was handed over
+    assert [type(r) for r in records] == [Step, Step, End, Result]
+    end, result = records[-2], records[-1]
+    assert isinstance(end, End) and isinstance(result, Result)
+    reason = f"interrupted by {signal_name} after 2 iterations"
+    assert (end.status, end.iterations, end.reason) == ("interrupted", 2, reason) and end.interrupt is error
+    assert (result.metrics.status, result.metrics.reason, result.metrics.iterations) == ("interrupted", reason, 2)
+    assert result.metrics.dev_loss is None  # not scored: the interrupt ends the run at once
+    assert isinstance(reference, Result)
+    kept, trained = result.learner.state_dict(), reference.learner.state_dict()
+    assert kept.keys() == trained.keys() and all(torch.equal(kept[k], trained[k]) for k in kept)
+
+
+def test_an_interrupt_in_meta_train_yields_an_interrupted_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    interrupt_at(monkeypatch, Terminated())
+    records = []
+    learner = get_learner(INTERRUPTED, 48)
+    learner.init_params(torch.Generator().manual_seed(0))
+    try:
+        for record in meta_train(learner, synthetic_sampler(), BudgetConfig(6), meta_batch=2,
+                                 generator=torch.Generator().manual_seed(1), dev=synthetic_sampler().fixed(4, seed=0),
+                                 eval_every=1, eval_every_seconds=None, eval_batch=4):
+            records.append(record)
+    except KeyboardInterrupt:  # caught here, or pytest would take it for the user's Ctrl-C and stop the session
+        pytest.fail("the interrupt escaped meta_train: it should end the run with an End record holding it")
+    assert [type(r) for r in records] == [Step, DevScore, Step, DevScore, End]
+    end = records[-1]
+    assert isinstance(end, End) and end.status == "interrupted" and isinstance(end.interrupt, Terminated)
+    assert end.reason == "interrupted by SIGTERM after 2 iterations" and end.iterations == 2

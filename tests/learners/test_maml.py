@@ -29,12 +29,14 @@ def reference_meta_gradient(learner: MAML, episode, lr: float, steps: int, first
 
 @pytest.mark.parametrize(("strategy", "first_order"), [("maml", False), ("fomaml", True)])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_meta_step_gradient_equals_per_task_loop(strategy: str, first_order: bool, steps: int) -> None:
+def test_meta_step_gradient_equals_per_task_loop(strategy: str, first_order: bool, steps: int,
+                                                 device: torch.device) -> None:
     config = tiny_config(strategy, train_steps=steps)
     learner = get_learner(config, 10)
     assert isinstance(learner, MAML) and learner.first_order is first_order
     learner.init_params(torch.Generator().manual_seed(0))
-    episode = tiny_episode()
+    learner.to(device)
+    episode = tiny_episode(device=device)
     expected = reference_meta_gradient(learner, episode, 0.3, steps, first_order)
     before = {k: p.detach().clone() for k, p in learner.network.named_parameters()}
     metrics = learner.meta_step(episode, 0.0)
@@ -45,12 +47,13 @@ def test_meta_step_gradient_equals_per_task_loop(strategy: str, first_order: boo
         assert not torch.equal(p.detach(), before[name])  # Adam moved every parameter
 
 
-def test_second_and_first_order_differ() -> None:
-    episode = tiny_episode()
+def test_second_and_first_order_differ(device: torch.device) -> None:
+    episode = tiny_episode(device=device)
     grads = {}
     for strategy in ("maml", "fomaml"):
         learner = get_learner(tiny_config(strategy), 10)
         learner.init_params(torch.Generator().manual_seed(0))
+        learner.to(device)
         learner.meta_step(episode, 0.0)
         grads[strategy] = torch.cat([p.grad.flatten() for p in learner.network.parameters()])
     assert not torch.allclose(grads["maml"], grads["fomaml"], atol=1e-6)

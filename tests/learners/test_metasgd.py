@@ -10,11 +10,12 @@ from nas_meta.learners import MetaSGD, get_learner
 from tests.learners.helpers import tiny_config, tiny_episode
 
 
-def test_learning_rates_are_meta_parameters_with_the_right_gradient() -> None:
+def test_learning_rates_are_meta_parameters_with_the_right_gradient(device: torch.device) -> None:
     learner = get_learner(tiny_config("metasgd", inner_lr=0.2), 10)
     assert isinstance(learner, MetaSGD)
     learner.init_params(torch.Generator().manual_seed(0))
-    episode = tiny_episode(tasks=2)
+    learner.to(device)
+    episode = tiny_episode(tasks=2, device=device)
     net = learner.network
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
     lrs = {k: torch.full_like(p, 0.2).requires_grad_() for k, p in params.items()}

@@ -12,10 +12,11 @@ from tests.learners.helpers import tiny_config, tiny_episode
 
 
 @pytest.mark.parametrize("progress", [0.0, 0.25])
-def test_update_equals_formula_with_sgd_inner_loop(progress: float) -> None:
+def test_update_equals_formula_with_sgd_inner_loop(progress: float, device: torch.device) -> None:
     learner = get_learner(tiny_config("reptile", train_steps=3, meta_step=0.8, inner_lr=0.1), 10)
     learner.init_params(torch.Generator().manual_seed(0))
-    episode = tiny_episode()
+    learner.to(device)
+    episode = tiny_episode(device=device)
     net = learner.network
     theta = {k: p.detach().clone() for k, p in net.named_parameters()}
     finals = []
@@ -35,17 +36,17 @@ def test_update_equals_formula_with_sgd_inner_loop(progress: float) -> None:
         assert torch.allclose(p.detach(), theta[name] + epsilon * (mean_phi - theta[name]), atol=1e-6), name
 
 
-def test_meta_step_size_anneals_to_zero() -> None:
-    learner = get_learner(tiny_config("reptile", meta_step=1.0), 10)
+def test_meta_step_size_anneals_to_zero(device: torch.device) -> None:
+    learner = get_learner(tiny_config("reptile", meta_step=1.0), 10).to(device)
     before = {k: p.detach().clone() for k, p in learner.network.named_parameters()}
-    assert learner.meta_step(tiny_episode(), 1.0)["meta_step"] == 0.0
+    assert learner.meta_step(tiny_episode(device=device), 1.0)["meta_step"] == 0.0
     for name, p in learner.network.named_parameters():
         assert torch.equal(p.detach(), before[name])
 
 
-def test_adam_inner_loop_moves_towards_the_task_solution() -> None:
-    learner = get_learner(tiny_config("reptile", inner_optimizer="adam", inner_lr=0.01, train_steps=5), 10)
-    episode = tiny_episode()
+def test_adam_inner_loop_moves_towards_the_task_solution(device: torch.device) -> None:
+    learner = get_learner(tiny_config("reptile", inner_optimizer="adam", inner_lr=0.01, train_steps=5), 10).to(device)
+    episode = tiny_episode(device=device)
     adapted = learner.adapt(episode.support_x, episode.support_y, ways=3, steps=10)
     assert adapted["head.weight"].shape == (4, 3, 4)
     _before, _ = learner.query_scores(episode, steps=0)
