@@ -420,13 +420,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .errors import NasMetaError, Terminated
-    from .runtime import configure_logging, handle_sigterm
+    from .runtime import configure_logging, defer_signals, raise_signals
 
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
     _quiet_optuna(args.verbose)
-    handle_sigterm()
+    if args.func is _dashboard:
+        raise_signals()  # the server blocks outside nas-meta's loops: stop it where the signal lands
+    else:
+        defer_signals()  # the work stops at its next safe point, the running trial closed and queued again
     try:
         with logging_redirect_tqdm(loggers=[logging.getLogger("nas_meta")]):  # log lines never land inside a bar
             return int(args.func(args))

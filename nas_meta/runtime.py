@@ -13,8 +13,6 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 
 import numpy as np
@@ -129,25 +127,48 @@ def default_cache_dir() -> str:
     return os.environ.get("NAS_META_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nas-meta")
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+class _Interrupts:
+    """The first Ctrl-C or SIGTERM a process received while its signals are deferred (see :func:`defer_signals`)."""
+
+    deferred = False
+    received: KeyboardInterrupt | None = None
 
 
-def handle_sigterm() -> None:
-    """Turn SIGTERM into :class:`~nas_meta.errors.Terminated` (a KeyboardInterrupt) in this process (CLI only)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    interrupt = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if not _Interrupts.deferred:
+        raise interrupt
+    if _Interrupts.received is None:  # later signals (a second Ctrl-C, PR_SET_PDEATHSIG firing again) change nothing
+        _Interrupts.received = interrupt
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while the block runs (closing an interrupted trial must not be interrupted);
-    a signal that arrived meanwhile is delivered when the block ends."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+def defer_signals() -> None:
+    """Make Ctrl-C and SIGTERM requests (CLI only): the handler only records the first one, and the work stops at
+    its next safe point (:func:`check_interrupt`: between meta-iterations, dev batches, trials). A signal is never
+    raised inside Optuna, a finalizer or the closing of an interrupted trial, and a second one cannot cut that short.
+    """
+    _Interrupts.deferred = True
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+def raise_signals() -> None:
+    """Ctrl-C and SIGTERM raise where they land (KeyboardInterrupt, :class:`~nas_meta.errors.Terminated`): for
+    commands that block outside nas-meta's loops, such as the dashboard's server (CLI only)."""
+    _Interrupts.deferred = False
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def check_interrupt() -> None:
+    """A safe point: raise the Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`~nas_meta.errors.Terminated`) this
+    process received while its signals were deferred; nothing otherwise (and nothing outside the CLI)."""
+    if _Interrupts.received is not None:
+        raise _Interrupts.received
+
+
+def interrupt_received() -> bool:
+    """Whether a deferred Ctrl-C or SIGTERM is waiting for the next safe point."""
+    return _Interrupts.received is not None
 
 
 def die_with_parent() -> None:

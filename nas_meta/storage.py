@@ -310,10 +310,11 @@ def _parse_rdb_url(url: str, shown: str) -> URL:
 
 
 def _retry_callback() -> dict[str, Any]:
-    """Optuna's retry of heartbeat-stale trials, under the argument name of the installed Optuna."""
+    """Optuna's retry of heartbeat-stale trials, under the argument name of the installed Optuna: a dead worker's
+    trial is run again however often its workers die (as on the journal file), so a study ends with its trials."""
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
-    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=None)}
 
 
 def _reason(err: BaseException, url: str) -> str:

@@ -27,7 +27,7 @@ from .data import ClassSet, Omniglot, class_splits, load_omniglot
 from .episodes import EpisodeSampler, FixedEpisodes
 from .errors import ConfigError, Terminated
 from .learners import BaseLearner, get_learner
-from .runtime import resolve_device, seed_everything, tune_allocator
+from .runtime import check_interrupt, resolve_device, seed_everything, tune_allocator
 
 Z_95 = 1.959963984540054
 
@@ -75,6 +75,7 @@ def evaluate(learner: BaseLearner, episodes: FixedEpisodes, *, steps: int | None
     losses: list[torch.Tensor] = []
     accuracies: list[torch.Tensor] = []
     for episode in episodes.batches(batch):
+        check_interrupt()
         episode_loss, episode_accuracy = learner.query_scores(episode, steps=steps)
         losses.append(episode_loss.cpu())
         accuracies.append(episode_accuracy.cpu())
@@ -226,6 +227,7 @@ def meta_train(
     interrupt: KeyboardInterrupt | None = None
     try:
         while iteration < iterations:
+            check_interrupt()  # a deferred Ctrl-C or SIGTERM stops the run here, between meta-iterations
             trained = train_seconds()
             if seconds is not None and trained >= seconds:
                 status, reason = "time_budget", f"stopped at the {seconds:g} s time budget after {iteration} iterations"

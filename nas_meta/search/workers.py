@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..data import resolve_data_dir
 from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
-from ..runtime import die_with_parent, resolve_device, signals_deferred
+from ..runtime import check_interrupt, die_with_parent, resolve_device
 from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
 from ..training import Record, load_workspace
@@ -64,17 +64,15 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
             trial.set_user_attr(TrialAttr.REASON, _error_text(err))
         logger.warning("trial %d failed: %s", trial.number, err)
     except Exception as err:  # a bug: record it where the study shows it, then let it surface
-        with signals_deferred():
-            trial.set_user_attr(TrialAttr.STATUS, "failed")
-            trial.set_user_attr(TrialAttr.REASON, _error_text(err))
-            _tell(study, trial, None, TrialState.FAIL)
+        trial.set_user_attr(TrialAttr.STATUS, "failed")
+        trial.set_user_attr(TrialAttr.REASON, _error_text(err))
+        _tell(study, trial, None, TrialState.FAIL)
         raise
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: close the trial and queue it again, then leave
-        with signals_deferred():
-            signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
-            trial.set_user_attr(TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
-            if _tell(study, trial, None, TrialState.FAIL) is not None:
-                requeue(study, trial)
+        signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+        trial.set_user_attr(TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
+        if _tell(study, trial, None, TrialState.FAIL) is not None:
+            requeue(study, trial)
         raise
     frozen = _tell(study, trial, values if state == TrialState.COMPLETE else None, state)
     if frozen is None:
@@ -214,6 +212,7 @@ def run_worker(
         listener.finished(study, trial)
 
     while deadline is None or deadline - time.monotonic() > 0:
+        check_interrupt()  # a deferred Ctrl-C or SIGTERM ends the worker here, between trials
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat: fail (and retry) trials of dead workers
         fail_stale_trials(study, setup)  # journal: the same for dead workers on this machine
         with setup.lock():
@@ -324,13 +323,17 @@ def _run_worker_processes(setup: SearchSetup, study: optuna.Study, total: int, t
         procs.append(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))  # noqa: PLW1509
     try:
         while any(p.poll() is None for p in procs):
-            time.sleep(2)
+            time.sleep(1)
+            check_interrupt()
             listener.counted(counted_trials(study))
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt as err:
         stop_workers(procs, signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
         raise
-    failed = [code for code in codes if code != 0]
+    for i, code in enumerate(codes):
+        if code < 0:  # killed: its trial is failed and run again by the others, or by the next search
+            logger.warning("worker %d was killed by %s; its running trial is re-run", i, signal.Signals(-code).name)
+    failed = [code for code in codes if code > 0]
     if failed:
         raise NasMetaError(f"{len(failed)} of {workers} worker processes exited with an error (see their messages above).")
 
@@ -342,10 +345,9 @@ def stop_workers(procs: Sequence[subprocess.Popen[bytes]], signum: int, grace: f
         if p.poll() is None:
             p.send_signal(signum)
     deadline = time.monotonic() + grace
-    with signals_deferred():
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -6,8 +6,10 @@ run: each event sends SIGKILL or SIGTERM to one worker or to the pool's parent. 
 run again once its parent is gone (as a user would re-run it); a pool that lost a worker goes on with the others.
 After the last event the pool left is let finish, the same command is run once more to complete the study, and
 the study is checked: exactly ``n_trials`` counted trials, every trial complete before a kill still complete with
-its value, nothing RUNNING or WAITING, every interrupted trial retried, unique trial numbers, and no process of
-any command started here left. Every wait has a deadline.
+its value, nothing RUNNING or WAITING, every failed trial retried (unless its candidate diverged or ran out of
+memory), unique trial numbers, each baseline finished once, and no process of any command started here left; along
+the way, a parent exits 143 after SIGTERM, no process goes on for ``term_bound`` s after SIGTERM, and no command
+prints a traceback. Broken checks are collected in ``problems``. Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ from tests.helpers_study import search_command, worker_env
 
 PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 WORKERS = 3
-CANDIDATE_FAILURE_STATUSES = ("failed", "diverged", "out_of_memory")  # a candidate's own failure: a result, not lost
+# A candidate that diverges or runs out of memory ends FAIL for good: a result, not a lost trial. Any other FAIL
+# (an interrupted run, or status 'failed': an exception, which this tiny study's candidates never raise) must have
+# a retry.
+CANDIDATE_FAILURE_STATUSES = ("diverged", "out_of_memory")
+KINDS = ("SIGKILL worker", "SIGKILL parent", "SIGTERM worker", "SIGTERM parent")
 CHAOS_ENV = {"NAS_META_HEARTBEAT_SECONDS": "1", "NAS_META_HEARTBEAT_GRACE_SECONDS": "4"}
 
 
@@ -179,7 +185,7 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 
 def is_candidate_failure(trial: FrozenTrial) -> bool:
-    """A FAIL the candidate caused itself (diverged, out of memory, ...), as opposed to an interrupted run."""
+    """A FAIL the candidate caused itself (diverged, out of memory), as opposed to an interrupted or errored run."""
     reason = str(trial.user_attrs.get("reason", ""))
     interrupted = reason.startswith("interrupted") or " died " in reason or "no heartbeat" in reason
     return trial.user_attrs.get("status") in CANDIDATE_FAILURE_STATUSES and not interrupted
@@ -229,22 +235,26 @@ class ChaosRun:
     seed: int
     events: int = 10
     n_trials: int = 12
-    max_delay: float = 3.0
+    max_delay: float = 2.0
+    kinds: tuple[str, ...] = KINDS  # the events drawn from (all four unless told)
     env: dict[str, str] = field(default_factory=lambda: worker_env(**CHAOS_ENV))
     # bounds (seconds)
     start_bound: float = 180.0  # a (re)started command has a trial running
     exit_bound: float = 120.0  # a signalled process (with its workers) has gone
+    term_bound: float = 30.0  # a process still there this long after SIGTERM ignored it
     finish_bound: float = 400.0  # the last command, then the resume, run the study to its end
     inject_bound: float = 900.0  # all the events
 
     commands: list[Command] = field(default_factory=list)
     done: list[Event] = field(default_factory=list)
     complete_before_kill: dict[int, list[float] | None] = field(default_factory=dict)
+    finished_at_events: list[int] = field(default_factory=list)  # trials complete or pruned at each event
     problems: list[str] = field(default_factory=list)
     finished_early: bool = False
     resume_code: int | None = None
 
     def __post_init__(self) -> None:
+        self.study_file, self.data, self.workdir = (Path(p).resolve() for p in (self.study_file, self.data, self.workdir))
         self.rng = random.Random(self.seed)
         self.reader = StudyReader(self.url)
         self.t0 = time.monotonic()
@@ -274,6 +284,18 @@ class ChaosRun:
             parts.append(f"--- command {c.index} (pid {c.sid}, exit {c.proc.returncode}) ---\n{text[-tail:]}")
         return "\n".join(parts)
 
+    def tracebacks(self) -> list[str]:
+        """The last line of every traceback the commands printed (uncaught errors, exceptions in finalizers)."""
+        found = []
+        for c in self.commands:
+            lines = c.log.read_text(errors="replace").splitlines() if c.log.exists() else []
+            for i, line in enumerate(lines):
+                if line.startswith("Traceback (most recent call last)"):
+                    end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j].startswith(" ")), i)
+                    where = f" ({lines[i - 1][:80]})" if i and lines[i - 1].startswith("Exception ignored") else ""
+                    found.append(f"command {c.index}: {lines[end][:200]}{where}")
+        return found
+
     def kill_everything(self) -> None:
         kill_sessions(self.sids)
         for c in self.commands:
@@ -302,7 +324,7 @@ class ChaosRun:
                 return "running"
             return None
 
-        return wait_until(ready, self.start_bound, f"command {command.index} to run a trial") == "running"
+        return bool(wait_until(ready, self.start_bound, f"command {command.index} to run a trial") == "running")
 
     def _study_full(self) -> bool:
         study = self.reader.study()
@@ -313,6 +335,7 @@ class ChaosRun:
         """The events, each at a random moment while a trial runs; re-runs the command whenever its parent is gone."""
         command: Command | None = None
         deadline = time.monotonic() + self.inject_bound
+        idle = 0  # commands in a row that ended before running a trial
         while len(self.done) < self.events:
             if time.monotonic() > deadline:
                 raise ChaosError(f"only {len(self.done)} of {self.events} events within {self.inject_bound:.0f} s")
@@ -321,25 +344,37 @@ class ChaosRun:
                     self.finished_early = True
                     return
                 command = self.start()
-            if not self._wait_for_a_running_trial(command):
-                continue  # it ended (all its workers killed, or the study full): run it again or stop
+            if not self._wait_for_a_running_trial(command):  # it ended (all its workers killed, or the study full)
+                idle += 1
+                if idle >= 3:
+                    raise ChaosError(f"{idle} commands in a row ended without running a trial; the last one said:\n"
+                                     + command.log.read_text(errors="replace")[-3000:])
+                continue  # run it again, or stop if the study is full
+            idle = 0
             time.sleep(self.rng.uniform(0.0, self.max_delay))
-            kind = self.rng.choice(["SIGKILL", "SIGTERM"])
-            target = self.rng.choice(["worker", "parent"])
+            kind, target = self.rng.choice(self.kinds).split()
             workers = sorted(p.pid for p in command.workers())
             if command.proc.poll() is not None or (target == "worker" and not workers):
                 continue  # nothing left to hit this time: draw again
             pid = command.sid if target == "parent" else self.rng.choice(workers)
             trials = self._snapshot()
+            self.finished_at_events.append(sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials))
             running = [t.number for t in trials if t.state == TrialState.RUNNING]
             on_victim = [t.number for t in trials if t.state == TrialState.RUNNING and worker_pid(t) == pid]
-            os.kill(pid, getattr(signal, kind))
+            try:
+                os.kill(pid, getattr(signal, kind))
+            except ProcessLookupError:  # it ended meanwhile: draw again
+                self.finished_at_events.pop()
+                continue
             event = Event(len(self.done), kind, target, pid, command.index, self.elapsed(), running, on_victim)
             self.done.append(event)
             self._after(event, command)
 
     def _after(self, event: Event, command: Command) -> None:
-        """Wait (bounded) for the victim to go; for the parent, for its whole session (its workers stop with it)."""
+        """Wait (bounded) for the victim to go; for the parent, for its whole session (its workers stop with it).
+
+        A process still there ``term_bound`` s after SIGTERM is a problem: a worker is SIGKILLed then, as an operator
+        would (a parent kills its own workers after its grace and exits)."""
         start = time.monotonic()
         if event.target == "parent":
             try:
@@ -353,9 +388,19 @@ class ChaosRun:
             wait_until(lambda: not [p for p in session_processes(command.sid) if p.alive], self.exit_bound,
                        f"the workers of command {command.index} to stop after their parent's {event.signal}")
         else:
-            wait_until(lambda: not pid_alive(event.pid), self.exit_bound,
-                       f"worker {event.pid} to exit after {event.signal}")
+            bound = self.term_bound if event.signal == "SIGTERM" else self.exit_bound
+            try:
+                wait_until(lambda: not pid_alive(event.pid), bound, f"worker {event.pid} to exit after {event.signal}")
+            except ChaosError:
+                if event.signal != "SIGTERM":
+                    raise
+                os.kill(event.pid, signal.SIGKILL)
+                wait_until(lambda: not pid_alive(event.pid), self.exit_bound, f"worker {event.pid} to die")
         event.gone_after_seconds = round(time.monotonic() - start, 2)
+        if event.signal == "SIGTERM" and event.gone_after_seconds > self.term_bound:
+            what = "the pool" if event.target == "parent" else f"worker {event.pid}"
+            self.problems.append(f"event {event.number}: {what} went on for {event.gone_after_seconds:.0f} s after "
+                                 "SIGTERM (a process ignored it)")
 
     def finish(self) -> None:
         """Let the command still running end, then run the same command once more: it completes the study."""
@@ -408,7 +453,10 @@ class ChaosRun:
             self.problems.append(f"trials left WAITING: {[t.number for t in trials if t.state == TrialState.WAITING]}")
         if without_retry:
             reasons = {n: by_number[n].user_attrs.get("reason") for n in without_retry}
-            self.problems.append(f"interrupted trials without a retry: {reasons}")
+            self.problems.append(f"failed trials (interrupted or errored) without a retry: {reasons}")
+        crashes = self.tracebacks()
+        if crashes:
+            self.problems.append(f"commands printed tracebacks: {crashes}")
         if len(set(numbers)) != len(numbers) or sorted(numbers) != list(range(len(numbers))):
             self.problems.append(f"trial numbers are not unique and consecutive: {sorted(numbers)}")
         if left:
@@ -422,20 +470,21 @@ class ChaosRun:
             "workers": WORKERS,
             "events_requested": self.events,
             "events_injected": len(self.done),
-            "events_by_kind": {k: kinds.get(k, 0) for k in ("SIGKILL worker", "SIGKILL parent", "SIGTERM worker",
-                                                            "SIGTERM parent")},
+            "events_by_kind": {k: kinds.get(k, 0) for k in KINDS},
             "events_on_a_running_trial": sum(bool(e.running_on_victim) or e.target == "parent" and bool(e.running)
                                              for e in self.done),
             "commands_started": len(self.commands),
             "command_exit_codes": [c.proc.returncode for c in self.commands],
             "trials_requested": self.n_trials,
             "trials_finished": len(finished),
+            "trials_finished_at_each_event": self.finished_at_events,
             "trials_counted": counted,
             "trials_in_storage": len(trials),
             "states": dict(sorted(states.items())),
             "candidate_failures": candidate_failures,
             "interrupted_trials": len(interrupted),
-            "interrupted_without_retry": without_retry,
+            "failed_without_retry": without_retry,
+            "tracebacks": crashes,
             "trials_lost": self.n_trials - len(finished) - len(candidate_failures),
             "completed_before_kill": len(self.complete_before_kill),
             "completed_before_kill_kept": len(kept),
