@@ -166,8 +166,9 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
     for row in table.to_dict("records"):
         diffs = "; ".join(f"vs {k[8:]}: {100 * row[k]:+.2f} ± {100 * row[k + '_ci95']:.2f} pts"
                           for k in row if k.startswith("diff_vs_") and not k.endswith("_ci95") and not pd.isna(row[k]))
+        spread = "–" if math.isnan(row["seed_std"]) else f"{100 * row['seed_std']:.2f}"  # undefined for one seed
         lines.append(f"| {row['method']} | {100 * row['test_accuracy']:.2f}% ± {100 * row['test_accuracy_ci95']:.2f} | "
-                     f"{100 * row['seed_std']:.2f} | {diffs} | {row['parameters']:,} | {row['train_seconds']:.0f} | "
+                     f"{spread} | {diffs} | {row['parameters']:,} | {row['train_seconds']:.0f} | "
                      f"{row['iterations']:.0f} |")
     atomic_write(out / "comparison.md", ("\n".join(lines) + "\n").encode())
     intro = "".join(f"<p>{line}</p>" for line in lines[2:3])

@@ -167,3 +167,19 @@ def test_a_compare_target_below_a_file_is_refused(tmp_path: Path, below: str) ->
     assert str(info.value) == (f"--out {str(tmp_path / 'notes.txt')!r} is a file; give a folder for the "
                                "comparison's runs and tables.")
     assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_a_single_seed_prints_its_undefined_spread_as_a_dash(tmp_path: Path) -> None:
+    from nas_meta.compare import _write
+
+    table = pd.DataFrame([{"method": "candidate (maml)", "strategy": "maml", "test_accuracy": 0.9,
+                           "test_accuracy_ci95": 0.01, "seed_std": math.nan, "parameters": 1234, "train_seconds": 5.0,
+                           "iterations": 10.0},
+                          {"method": "maml (paper settings)", "strategy": "maml", "test_accuracy": 0.8,
+                           "test_accuracy_ci95": 0.02, "seed_std": 0.015, "parameters": 1234, "train_seconds": 5.0,
+                           "iterations": 10.0}])
+    _write(tmp_path, table, pd.DataFrame(), TrainConfig(), TrainConfig().budget, 10, 1)
+    rows = [line for line in (tmp_path / "comparison.md").read_text().splitlines() if line.startswith("| candidate")
+            or line.startswith("| maml")]
+    assert rows[0].split(" | ")[2] == "–" and rows[1].split(" | ")[2] == "1.50"
+    assert "nan" not in (tmp_path / "comparison.md").read_text()
