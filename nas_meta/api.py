@@ -84,7 +84,9 @@ def load_learner(path: str | Path | None = None, device: str = "cpu", *, study_n
         ConfigError: neither or both of ``path`` and ``study_name`` given; unknown study or trial.
     """
     if (path is None) == (study_name is None):
-        raise ConfigError("load_learner needs either a folder path or study_name= (with storage=), not both.")
+        raise ConfigError("load_learner needs a folder path or study_name= (with storage=): exactly one of them.")
+    if path is not None and (trial, storage, artifacts) != (None, None, None):
+        raise ConfigError("load_learner: trial=, storage= and artifacts= go with study_name=, not with a folder path.")
     if study_name is not None:
         path = fetch_trial_learner(storage or default_storage_url(study_name), study_name, trial, artifacts=artifacts)
     assert path is not None

@@ -62,11 +62,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .api import bench
+    import torch
 
-    result = bench(strategy=args.learner, ways=args.ways, shots=args.shots, query=args.query,
-                   meta_batch=args.meta_batch, steps=args.steps, iterations=args.iterations, warmup=args.warmup,
-                   device=args.device, tune_memory=not args.no_tune_allocator)
+    from .api import bench
+    from .errors import ConfigError
+
+    try:
+        result = bench(strategy=args.learner, ways=args.ways, shots=args.shots, query=args.query,
+                       meta_batch=args.meta_batch, steps=args.steps, iterations=args.iterations, warmup=args.warmup,
+                       device=args.device, tune_memory=not args.no_tune_allocator)
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        if "memory" not in str(err).lower():
+            raise
+        raise ConfigError(f"--meta-batch {args.meta_batch} tasks of {args.ways} ways x ({args.shots} + {args.query}) "
+                          f"images do not fit in memory on {args.device}; use fewer.") from None
     print(json.dumps(result))
     return 0
 
@@ -82,7 +91,7 @@ def _search(args: argparse.Namespace) -> int:
     spec = load_study_spec(study_file(args.study), args.set or ())
     bars = SearchBars(spec.budget, enabled=interactive(args.quiet) and not args.worker_of_pool)
     try:
-        study = run_search(args.study, storage=args.storage or os.environ.get("NAS_META_STORAGE"),
+        study = run_search(args.study, storage=args.storage or os.environ.get("NAS_META_STORAGE", "").strip() or None,
                            study_name=args.study_name, n_trials=args.n_trials, timeout=args.timeout,
                            workers=args.workers, device=args.device, data=args.data, force=args.force,
                            listener=bars, overrides=args.set or ())
@@ -102,11 +111,17 @@ def _storage_from(args: argparse.Namespace) -> str:
     """--storage, else the storage of a study file given as STUDY, else an error."""
     from .config import load_study_spec
     from .errors import ConfigError
+    from .resources import study_file as study_file_of
     from .storage import default_storage_url
 
-    if args.storage or os.environ.get("NAS_META_STORAGE"):
-        return str(args.storage or os.environ["NAS_META_STORAGE"])
     study_file = getattr(args, "study_file", None)
+    if study_file:  # a path or a shipped study's name, checked even when --storage says where to look
+        study_file = study_file_of(study_file)
+        if not study_file.is_file():
+            raise ConfigError(f"{study_file}: no such file.")
+    from_env = os.environ.get("NAS_META_STORAGE", "").strip()
+    if args.storage or from_env:
+        return str(args.storage or from_env)
     if study_file:
         spec = load_study_spec(study_file)
         return spec.storage or default_storage_url(getattr(args, "study_name", None) or spec.name)
@@ -117,12 +132,19 @@ def _storage_from(args: argparse.Namespace) -> str:
 
 
 def _export_model(args: argparse.Namespace) -> int:
-    from .api import load_learner
-    from .inference import export_model, read_support_folder
+    from pathlib import Path
 
+    from .api import load_learner
+    from .errors import ConfigError
+    from .inference import check_model_target, export_model, read_support_folder
+
+    check_model_target(Path(args.out), Path(args.learner), Path(args.support))
     images, labels = read_support_folder(args.support)
     learner = load_learner(args.learner, device="cpu")
-    classifier = learner.adapt(images, labels, steps=args.steps, transductive=args.transductive)
+    try:
+        classifier = learner.adapt(images, labels, steps=args.steps, transductive=args.transductive)
+    except (TypeError, ValueError) as err:  # the support set breaks the image contract
+        raise ConfigError(f"--support {args.support!r}: {err}") from None
     path = export_model(classifier, args.out, args.format)
     print(json.dumps({"model": str(path), "labels": str(path) + ".labels.json", "format": args.format,
                       "classes": [str(c) for c in classifier.classes], "image_size": classifier.image_size}, indent=2))
@@ -144,7 +166,7 @@ def _studies(args: argparse.Namespace) -> int:
     for name, path in shipped_spaces().items():
         space = load_search_space(path)
         print(f"  {name:<16} {len(space.parameters)} parameters" + (f": {space.description}" if space.description else ""))
-    storage = args.storage or os.environ.get("NAS_META_STORAGE")
+    storage = args.storage or os.environ.get("NAS_META_STORAGE", "").strip()
     if storage:
         handle = open_storage(storage, read_only=True)
         rows = study_overview(handle)

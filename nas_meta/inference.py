@@ -322,30 +322,65 @@ EXPORT_FORMATS = ("torchscript", "onnx")
 
 def read_support_folder(folder: str | Path) -> tuple[list[np.ndarray], list[str]]:
     """A support set on disk: ``FOLDER/<label>/<image>.png``, one subfolder per class (raw Omniglot PNGs or any
-    grayscale drawings). Returns the decoded images and their labels.
+    grayscale drawings, all of one size). Returns the decoded images (8-bit gray, high = background) and labels.
 
     Raises:
-        ConfigError: the folder is missing, has fewer than two class folders, or an image cannot be read.
+        ConfigError: the folder is missing, a class folder holds no PNG, fewer than two classes, an image cannot be
+            read, or the images differ in size (the message names the file).
     """
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"--support {str(root)!r} is not a folder; give FOLDER/<label>/<image>.png.")
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[str] = []
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    empty = [c.name for c in classes if not any(p.suffix.lower() == ".png" for p in c.iterdir())]
+    if empty:
+        raise ConfigError(f"--support {str(root)!r}: the class folder(s) {empty[:5]} hold no PNG image; give each "
+                          "class at least one.")
+    size: tuple[int, int] | None = None
     for label in classes:
         for path in sorted(p for p in label.iterdir() if p.suffix.lower() == ".png"):
             try:
                 with Image.open(path) as image:
                     if image.size[0] * image.size[1] > 4096 * 4096:
                         raise ValueError(f"it is {image.size[0]}x{image.size[1]} pixels")
-                    images.append(np.asarray(image.convert("1") if image.mode == "1" else image.convert("L")))
+                    gray = np.asarray(image.convert("L"))  # bilevel (Omniglot) and gray images alike: 0..255
             except (OSError, ValueError, Image.DecompressionBombError) as err:
                 raise ConfigError(f"--support: {path} cannot be read as an image ({clip(str(err), 100)}).") from None
+            if gray.shape[0] != gray.shape[1] or (size is not None and gray.shape != size):
+                expected = f"like the others, {size[1]}x{size[0]}" if size is not None else "square"
+                raise ConfigError(f"--support: {path} is {gray.shape[1]}x{gray.shape[0]} pixels; the drawings must be "
+                                  f"{expected} ({RAW_SIDE}x{RAW_SIDE} in Omniglot).")
+            size = gray.shape
+            images.append(gray)
             labels.append(label.name)
     if len({*labels}) < 2:
         raise ConfigError(f"--support {str(root)!r} holds {len({*labels})} class folder(s) with PNG images; give one "
                           "subfolder of images per class, at least two.")
     return images, labels
+
+
+def check_model_target(out: Path, *inputs: Path) -> None:
+    """``export-model --out`` must be a file path that is not an input (the learner folder, the support folder) nor
+    inside one, whose folder can be created, and whose labels file can be written beside it.
+
+    Raises:
+        ConfigError: the message names the path and what is wrong.
+    """
+    if not str(out) or str(out) == "." or out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a folder or empty; give a file path such as model.pt.")
+    resolved = out.resolve()
+    for folder in inputs:
+        if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+            raise ConfigError(f"--out {str(out)!r} lies inside {str(folder)!r}, an input of this command; write the "
+                              "model elsewhere.")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder.")
+    labels = out.with_name(out.name + ".labels.json")
+    if labels.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: {str(labels)!r}, where its labels go, is a folder.")
 
 
 def export_model(classifier: AdaptedClassifier, path: str | Path, fmt: str = "torchscript") -> Path:

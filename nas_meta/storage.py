@@ -253,7 +253,10 @@ def _check_has_studies(url: str, shown: str) -> None:
     Raises:
         StorageError: it cannot be reached, or holds no Optuna studies.
     """
-    engine = create_engine(url)
+    try:
+        engine = create_engine(url)
+    except Exception as err:  # noqa: BLE001  e.g. the database's driver is not installed
+        raise StorageError(f"cannot open storage {shown}: {_reason(err, url)}") from None
     try:
         has_studies = sqlalchemy_inspect(engine).has_table("studies")
     except Exception as err:  # noqa: BLE001  driver errors vary by backend

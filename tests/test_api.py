@@ -38,7 +38,15 @@ def synthetic_workspace() -> Workspace:
 def test_load_learner_needs_exactly_one_source(kwargs: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as info:
         load_learner(**kwargs)  # type: ignore[arg-type]
-    assert str(info.value) == "load_learner needs either a folder path or study_name= (with storage=), not both."
+    assert str(info.value) == "load_learner needs a folder path or study_name= (with storage=): exactly one of them."
+
+
+@pytest.mark.parametrize("kwargs", [{"trial": 3}, {"storage": "journal:x.journal"}, {"artifacts": "a"}])
+def test_study_arguments_do_not_go_with_a_folder(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_learner("runs/x", **kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == ("load_learner: trial=, storage= and artifacts= go with study_name=, not with a folder "
+                               "path.")
 
 
 def test_load_learner_of_a_study_trial(tmp_path: Path) -> None:

@@ -399,3 +399,47 @@ def test_transductive_predictions_depend_on_the_batch(trained_tiny: TrainedLearn
     assert np.allclose(batch.sum(axis=1), 1, atol=1e-6)
     assert not np.allclose(np.concatenate([transductive.predict_proba(query[i:i + 3]) for i in (0, 3, 6)]), batch,
                            atol=1e-3)
+
+
+# -- export-model: its output path and its support folder ----------------------------------------------------
+
+def _png(path: Path, size: tuple[int, int] = (105, 105), mode: str = "1") -> None:
+    from PIL import Image as PILImage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.new(mode, size, 1 if mode == "1" else 255).save(path)
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("learner/weights.safetensors", "lies inside"), ("support/a/x.png", "lies inside"), ("", "is a folder or empty"),
+    (".", "is a folder or empty"), ("afile/m.pt", "is a file, not a folder"), ("labels/m.pt", "where its labels go"),
+])
+def test_an_export_model_target_that_would_overwrite_an_input_or_cannot_be_written_is_refused(
+        tmp_path: Path, out: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nas_meta.inference import check_model_target
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "learner").mkdir()
+    (tmp_path / "learner" / "weights.safetensors").write_bytes(b"kept")
+    _png(tmp_path / "support" / "a" / "x.png")
+    (tmp_path / "afile").write_text("kept")
+    (tmp_path / "labels" / "m.pt.labels.json").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_model_target(Path(out), Path("learner"), Path("support"))
+    assert (tmp_path / "learner" / "weights.safetensors").read_bytes() == b"kept"
+
+
+def test_a_support_folder_names_empty_classes_and_odd_sizes(tmp_path: Path) -> None:
+    from nas_meta.inference import read_support_folder
+
+    _png(tmp_path / "s" / "a" / "1.png")
+    (tmp_path / "s" / "b").mkdir()
+    with pytest.raises(ConfigError, match=re.escape("the class folder(s) ['b'] hold no PNG image")):
+        read_support_folder(tmp_path / "s")
+    _png(tmp_path / "s" / "b" / "1.png", (105, 60))
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 's' / 'b' / '1.png'} is 105x60 pixels; the drawings "
+                                                    "must be like the others, 105x105")):
+        read_support_folder(tmp_path / "s")
+    _png(tmp_path / "s" / "b" / "1.png", (105, 105), mode="L")  # gray and bilevel PNGs mix: both read as 8-bit gray
+    images, labels = read_support_folder(tmp_path / "s")
+    assert [i.dtype for i in images] == [np.uint8, np.uint8] and labels == ["a", "b"]

@@ -23,6 +23,7 @@ from ..config import (
     baseline_path,
     check_study_name,
     from_dict,
+    short,
     load_config,
     load_search_space,
     load_train_config,
@@ -174,6 +175,7 @@ def prepare(study_path: str | Path, *, storage: str | None = None, study_name: s
     spec = load_config(StudySpec, study_path, overrides)
     space = load_search_space(resolve_relative(study_path, spec.search_space))
     name = check_study_name(study_name) if study_name is not None else spec.name
+    _check_overrides_reach(space, overrides, study_path)
     baselines = study_baselines(spec, study_path)
     for baseline in baselines:
         try:
@@ -185,6 +187,21 @@ def prepare(study_path: str | Path, *, storage: str | None = None, study_name: s
     handle = open_storage(storage or spec.storage or default_storage_url(name))
     artifacts_dir = Path(artifacts) if artifacts is not None else default_artifacts_dir(handle, name)
     return SearchSetup(spec, space, study_path, handle, name, artifacts_dir, baselines, tuple(overrides))
+
+
+def _check_overrides_reach(space: SearchSpace, overrides: Sequence[str], study_path: Path) -> None:
+    """A ``--set`` of a field the search space samples or fixes would be silently replaced in every trial: refuse it.
+
+    Raises:
+        ConfigError: the override names a searched or fixed field.
+    """
+    searched = {p.name for p in space.parameters} | set(space.fixed or {})
+    for setting in overrides:
+        key = setting.partition("=")[0].strip()
+        if key in searched:
+            raise ConfigError(f"{study_path}: --set {short(setting)}: {key} is set by the search space "
+                              f"{space.name!r} in every trial (searched or fixed), so this override would do nothing; "
+                              "change the space instead.")
 
 
 DEFAULT_BASELINES = ("maml", "reptile")
@@ -287,6 +304,12 @@ def _check_optuna_can_resume(setup: SearchSetup, stored: dict[str, str]) -> None
         old = from_dict(SearchSpace, parse_yaml(stored.get(StudyText.SEARCH_SPACE, "")))
     except (ConfigError, ValueError, yaml.YAMLError):
         return  # nothing comparable was recorded
+    kinds = {p.key: p.type for p in old.parameters}
+    for p in setup.space.parameters:
+        if p.key in kinds and kinds[p.key] != p.type:
+            raise ConfigError(f"{setup.study_path}: {p.key} changed from {kinds[p.key]} to {p.type} since study "
+                              f"{setup.study_name!r} was created; Optuna cannot change a parameter's kind within a "
+                              "study, not even with --force. Use another --study-name.")
     before = {p.key: list(p.choices or ()) for p in old.parameters if p.type == "categorical"}
     for p in setup.space.parameters:
         if p.type == "categorical" and p.key in before and before[p.key] != list(p.choices or ()):

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..data import resolve_data_dir
 from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
 from ..runtime import check_interrupt, die_with_parent, resolve_device
+from ..config import short
 from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
 from ..training import Record, load_workspace
@@ -265,15 +266,14 @@ def search(
         ConfigError: the study file, its space, a baseline or an argument is invalid.
         StudyFinished: the study already holds ``n_trials`` trials.
     """
-    if workers < 1:
-        raise ConfigError(f"--workers {workers} is not allowed: expected an integer >= 1.")
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise ConfigError(f"--timeout {timeout} is not allowed: expected a number of seconds > 0.")
+    _check_search_arguments(study_path, n_trials, timeout, workers, device, data, listener, overrides)
+
 
     def check(spec: object) -> None:  # everything that can be checked is checked before the storage is opened
         for dev in worker_devices(device, workers):
             resolve_device(dev)
         resolve_data_dir(data)
+        heartbeat_seconds(), grace_seconds()  # a bad NAS_META_HEARTBEAT_* fails here, not inside every trial
 
     setup = prepare(study_path, storage=storage, study_name=study_name, overrides=overrides, check=check)
     total = n_trials if n_trials is not None else setup.spec.n_trials
@@ -294,6 +294,36 @@ def search(
     else:
         _run_worker_processes(setup, study, total, timeout, workers, device, data, force, listener)
     return optuna.load_study(study_name=setup.study_name, storage=setup.storage.storage)
+
+
+def _check_search_arguments(study: object, n_trials: object, timeout: object, workers: object, device: object,
+                            data: object, listener: object, overrides: object) -> None:
+    """The Python API's arguments, checked as the CLI checks its own (one message naming the argument).
+
+    Raises:
+        ConfigError: an argument of the wrong type or out of its range.
+    """
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    problems = [
+        (not isinstance(study, (str, Path)), "study", study, "a study file path or a shipped study's name"),
+        (n_trials is not None and not (whole(n_trials) and 1 <= n_trials <= 10**6), "n_trials",  # type: ignore[operator]
+         n_trials, "an integer in [1, 10^6], or None for the study file's"),
+        (timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                                      and math.isfinite(timeout) and 0 < timeout <= 10**9), "timeout", timeout,
+         "a number of seconds in (0, 10^9], or None"),
+        (not (whole(workers) and 1 <= workers <= 1024), "workers", workers, "an integer in [1, 1024]"),  # type: ignore[operator]
+        (not isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
+        (data is not None and not isinstance(data, (str, Path)), "data", data, "a folder path, or None"),
+        (listener is not None and not isinstance(listener, SearchListener), "listener", listener,
+         "a nas_meta.search.SearchListener, or None"),
+        (isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides),  # type: ignore[attr-defined]
+         "overrides", overrides, "a list of 'KEY=VALUE' strings"),
+    ]
+    for bad, name, value, allowed in problems:
+        if bad:
+            raise ConfigError(f"{name}={short(value)} is not allowed: expected {allowed}.")
 
 
 def _run_worker_processes(setup: SearchSetup, study: optuna.Study, total: int, timeout: float | None, workers: int,

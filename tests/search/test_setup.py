@@ -433,3 +433,30 @@ def test_a_storage_value_on_the_next_line_is_recorded_without_its_password(tmp_p
     recorded = study_texts(open_study(setup))[StudyText.STUDY_FILE]
     assert "hunter2" not in recorded and "hunter2" not in (tmp_path / "s.journal").read_text()
     assert "storage: 'postgresql://u:***@127.0.0.1:1/db'" in recorded
+
+
+def test_a_set_of_a_field_the_space_searches_or_fixes_is_refused(tmp_path: Path) -> None:
+    study_path = make_study(tmp_path)
+    for setting, key in (("learner.inner_lr=0.1", "learner.inner_lr"), ("architecture.channels=8",
+                                                                        "architecture.channels")):
+        with pytest.raises(ConfigError) as info:
+            prepare(study_path, storage=f"journal:{tmp_path / 's.journal'}", overrides=[setting])
+        assert str(info.value) == (f"{study_path}: --set '{setting}': {key} is set by the search space 'tiny-space' in "
+                                   "every trial (searched or fixed), so this override would do nothing; change the "
+                                   "space instead.")
+    assert not (tmp_path / "s.journal").exists()
+
+
+def test_a_parameter_that_changed_kind_is_refused_even_with_force(tmp_path: Path) -> None:
+    study_path = make_study(tmp_path)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    open_study(prepare(study_path, storage=storage))
+    space = tmp_path / "space.yaml"
+    space.write_text(space.read_text().replace(
+        "{name: learner.test_steps, type: int, low: 1, high: 50}",
+        "{name: learner.test_steps, type: categorical, choices: [1, 10, 50]}"))
+    before = (tmp_path / "s.journal").read_bytes()
+    with pytest.raises(ConfigError, match="learner.test_steps changed from int to categorical since study 'tiny' was "
+                                          "created; Optuna cannot change a parameter's kind"):
+        open_study(prepare(study_path, storage=storage), force=True)
+    assert (tmp_path / "s.journal").read_bytes() == before

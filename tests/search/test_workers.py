@@ -264,7 +264,7 @@ def test_a_worker_reruns_the_trial_of_a_dead_one_and_ends_with_n_results(tmp_pat
 
 
 def test_search_refuses_fewer_than_one_worker(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^--workers 0 is not allowed: expected an integer >= 1\.$"):
+    with pytest.raises(ConfigError, match=r"^workers=0 is not allowed: expected an integer in \[1, 1024\]\.$"):
         search(write_tiny_study(tmp_path), storage=f"journal:{tmp_path / 'tiny.journal'}", workers=0)
     assert not (tmp_path / "tiny.journal").exists()  # refused before any storage was opened
 
@@ -464,3 +464,32 @@ def test_search_reruns_the_last_trial_of_a_killed_worker_instead_of_saying_the_s
     assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == {"learner.inner_lr": lr}
     assert counted_trials(searched) == 2
     assert not searched.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_trials": True}, "n_trials=True is not allowed: expected an integer in [1, 10^6], or None for the study file's."),
+    ({"n_trials": 2.5}, "n_trials=2.5 is not allowed: expected an integer in [1, 10^6], or None for the study file's."),
+    ({"n_trials": 0}, "n_trials=0 is not allowed: expected an integer in [1, 10^6], or None for the study file's."),
+    ({"n_trials": "3"}, "n_trials='3' is not allowed: expected an integer in [1, 10^6], or None for the study file's."),
+    ({"workers": "2"}, "workers='2' is not allowed: expected an integer in [1, 1024]."),
+    ({"timeout": float("nan")}, "timeout=nan is not allowed: expected a number of seconds in (0, 10^9], or None."),
+    ({"overrides": "budget.iterations=1"}, "overrides='budget.iterations=1' is not allowed: expected a list of "
+                                           "'KEY=VALUE' strings."),
+    ({"overrides": [1]}, "overrides=[1] is not allowed: expected a list of 'KEY=VALUE' strings."),
+    ({"data": 5}, "data=5 is not allowed: expected a folder path, or None."),
+    ({"listener": object()}, "listener=<object object at"),
+    ({"device": torch.device("cpu")}, "device=device(type='cpu') is not allowed: expected 'auto', 'cpu', 'cuda' or "
+                                      "'cuda:N' (a string)."),
+])
+def test_search_checks_its_python_arguments_before_opening_anything(tmp_path: Path, kwargs: dict[str, object],
+                                                                    message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        search(write_tiny_study(tmp_path), storage=f"journal:{tmp_path / 'tiny.journal'}", **kwargs)  # type: ignore[arg-type]
+    assert str(info.value).startswith(message), str(info.value)
+    assert not (tmp_path / "tiny.journal").exists()
+
+
+def test_search_refuses_a_study_that_is_not_a_path(tmp_path: Path) -> None:
+    for study in (None, {"name": "x"}):
+        with pytest.raises(ConfigError, match="is not allowed: expected a study file path or a shipped study's name"):
+            search(study, storage=f"journal:{tmp_path / 'tiny.journal'}")  # type: ignore[arg-type]
