@@ -16,6 +16,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from nas_meta.api import load_learner
 from nas_meta.config import apply_overrides, dump_yaml, load_study_spec, load_train_config
 from nas_meta.errors import ConfigError, StorageError
 from nas_meta.export import export_study
@@ -67,20 +68,25 @@ def study(tmp_path_factory: pytest.TempPathFactory, omniglot: Path) -> str:
 def test_export_writes_every_file(study: str, tmp_path: Path) -> None:
     result = export_study("tiny", study, tmp_path / "out")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["best.yaml", "report.html", "summary.md", "trials.csv", "trials.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "best.yaml", "report.html", "summary.md", "trials.csv",
+                                                     "trials.parquet"]
+    assert "best" in result["files"]
     table = pd.read_csv(out / "trials.csv")
     assert list(table["number"]) == [0, 1, 2, 3, 4] and set(table["state"]) <= {"COMPLETE", "PRUNED"}
     assert {"dev_loss", "dev_accuracy", "dev_accuracy_ci95", "parameters", "strategy", "params.learner.strategy",
             "duration_s", "reason"} <= set(table.columns)
     assert pd.read_parquet(out / "trials.parquet").shape == table.shape
+    complete = table[table["state"] == "COMPLETE"]
     best = load_train_config(out / "best.yaml")
-    assert best.learner.strategy == table.loc[table["dev_loss"].idxmin(), "strategy"]
+    assert best.learner.strategy == complete.loc[complete["dev_loss"].idxmin(), "strategy"]
     assert best.architecture.channels == 16 and best.budget.iterations == 8
+    learner = load_learner(out / "best")  # the best learner itself, loadable without retraining
+    assert learner.config.learner == best.learner and learner.metrics["dev_loss"] == complete["dev_loss"].min()
     report = (out / "report.html").read_text()
     assert report.count("<h2>") >= 4 and "Optimization history" in report and "plotly" in report
     summary = (out / "summary.md").read_text()
-    assert "## Best trial" in summary and "## Top 10 trials" in summary and "maml" in summary
-    assert result["best_trials"] == [int(table.loc[table["dev_loss"].idxmin(), "number"])]
+    assert "## Best trial" in summary and f"## Top {len(complete)} complete trials, by dev_loss" in summary
+    assert result["best_trials"] == [int(complete.loc[complete["dev_loss"].idxmin(), "number"])]
 
 
 @pytest.mark.slow
