@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial
 
 from .bench import bench
 from .checkpoint import check_learner_target, save_result
-from .config import TrainConfig
+from .config import MAX_SEED, PATH_OR_NONE, TrainConfig, check_arguments, load_train_config, path_or_none, whole
 from .errors import ConfigError
 from .export import trials_table
 from .inference import AdaptedClassifier, TrainedLearner, evaluate_learner, load_learner_folder
@@ -35,7 +35,7 @@ __all__ = [
 
 
 def train_iter(
-    config: TrainConfig,
+    config: TrainConfig | str | Path,
     out: str | Path | None,
     *,
     data: str | Path | None = None,
@@ -43,10 +43,23 @@ def train_iter(
     seed: int | None = None,
     workspace: Workspace | None = None,
 ) -> Iterator[Step | DevScore | End | Result]:
-    """Meta-train ``config`` (records of :func:`nas_meta.training.train_iter`) and save the learner to ``out``.
+    """Meta-train ``config`` (a TrainConfig or a training config file; records of
+    :func:`nas_meta.training.train_iter`) and save the learner to ``out``.
 
     The last record, a :class:`~nas_meta.training.Result`, holds the learner, its metrics and the folder.
+
+    Raises:
+        ConfigError: a bad argument (named), config or output folder; DataError: the data.
     """
+    check_arguments(
+        (isinstance(config, (TrainConfig, str, Path)), "config", config, "a TrainConfig or a training config file"),
+        (out is None or isinstance(out, (str, Path)), "out", out, "a folder path, or None"),
+        (path_or_none(data), "data", data, PATH_OR_NONE),
+        (isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
+        (seed is None or whole(seed, 0, MAX_SEED), "seed", seed, f"an integer in [0, {MAX_SEED}], or None"),
+    )
+    if not isinstance(config, TrainConfig):
+        config = load_train_config(config)
     if out is not None:
         check_learner_target(out)  # before training, not after it
     for record in _train_iter(config, data=data, device=device, seed=seed, workspace=workspace):
@@ -58,7 +71,7 @@ def train_iter(
         yield record
 
 
-def train(config: TrainConfig, out: str | Path | None, **kwargs: object) -> Result:
+def train(config: TrainConfig | str | Path, out: str | Path | None, **kwargs: object) -> Result:
     """Meta-train and save (see :func:`train_iter`); returns the final record."""
     *_, result = train_iter(config, out, **kwargs)  # type: ignore[arg-type]
     assert isinstance(result, Result)

@@ -9,7 +9,7 @@ import time
 import torch
 
 from ._version import __version__
-from .config import TrainConfig
+from .config import TrainConfig, check_arguments, whole
 from .episodes import Episode
 from .runtime import resolve_device, seed_everything, tune_allocator
 from .training import build_learner
@@ -52,7 +52,18 @@ def bench(
     """Time meta-training steps on synthetic 1x28x28 episodes of the default network (compute only).
 
     ``tune_memory=False`` leaves the C allocator as it is (see :func:`nas_meta.runtime.tune_allocator`).
+
+    Raises:
+        ConfigError: a bad argument (named).
     """
+    check_arguments(
+        *[(whole(value, low, high), name, value, f"an integer in [{low}, {high}]")
+          for name, value, low, high in (("ways", ways, 2, 1000), ("shots", shots, 1, 19), ("query", query, 1, 10**6),
+                                         ("meta_batch", meta_batch, 1, 10_000), ("steps", steps, 1, 1000),
+                                         ("iterations", iterations, 1, 10**6), ("warmup", warmup, 0, 10**4))],
+        (isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
+        (config is None or isinstance(config, TrainConfig), "config", config, "a TrainConfig, or None"),
+    )
     base = config or TrainConfig()
     cfg = dataclasses.replace(
         base,

@@ -17,7 +17,17 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import OutputKind, atomic_write, check_output_folder, save_result
-from .config import SHIPPED_BASELINES, BudgetConfig, TrainConfig, baseline_path, load_train_config
+from .config import (
+    PATH_OR_NONE,
+    SHIPPED_BASELINES,
+    BudgetConfig,
+    TrainConfig,
+    baseline_path,
+    check_arguments,
+    load_train_config,
+    path_or_none,
+    whole,
+)
 from .errors import ConfigError
 from .report import comparison_figure, figures_html
 from .runtime import resolve_device
@@ -55,8 +65,18 @@ def compare(
     Returns:
         The comparison table (one row per method).
     """
-    if seeds < 1:
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds < 1:
         raise ConfigError(f"--seeds {seeds} is not allowed: expected an integer >= 1.")
+    check_arguments(
+        (isinstance(candidate, TrainConfig), "candidate", candidate, "a TrainConfig (load_train_config(path))"),
+        (not isinstance(baselines, (str, bytes)) and all(isinstance(b, str) for b in baselines), "baselines",
+         baselines, "a list of baseline names such as ['maml', 'reptile']"),
+        (whole(seeds, 1, 1000), "seeds", seeds, "an integer in [1, 1000]"),
+        (whole(episodes, 1, 10**6), "episodes", episodes, "an integer in [1, 10^6]"),
+        (budget is None or isinstance(budget, BudgetConfig), "budget", budget, "a BudgetConfig, or None"),
+        (path_or_none(data), "data", data, PATH_OR_NONE),
+        (isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
+    )
     out = Path(out)
     task = candidate.task
     budget = budget or candidate.budget

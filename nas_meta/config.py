@@ -308,6 +308,29 @@ def clip(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def whole(value: object, low: int, high: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) in [low, high]."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_arguments(*checks: tuple[bool, str, object, str]) -> None:
+    """The Python API's argument checks, as the CLI checks its options: ``(ok, name, value, allowed)`` each.
+
+    Raises:
+        ConfigError: the first check that fails, naming the argument, its value and what is allowed.
+    """
+    for ok, name, value, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{name}={short(value)} is not allowed: expected {allowed}.")
+
+
+PATH_OR_NONE = "a folder path (str or pathlib.Path), or None"
+
+
+def path_or_none(value: object) -> bool:
+    return value is None or isinstance(value, (str, Path))
+
+
 def _show(value: object) -> str:
     return f"{type(value).__name__} {short(value)}"
 

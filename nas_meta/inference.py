@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .architectures import BatchStatNorm2d
 from .checkpoint import load_checkpoint
-from .config import TrainConfig, clip, short
+from .config import MAX_SEED, PATH_OR_NONE, TrainConfig, check_arguments, clip, path_or_none, short, whole
 from .data import preprocess
 from .episodes import check_task_shape
 from .errors import CheckpointError, ConfigError
@@ -296,9 +296,21 @@ def evaluate_learner(
     device: str = "auto",
     seed: int | None = None,
 ) -> dict[str, object]:
-    """Score a saved learner on a fixed episode set of ``split`` (mean accuracy and loss, 95% CIs)."""
+    """Score a saved learner on a fixed episode set of ``split`` (mean accuracy and loss, 95% CIs).
+
+    Raises:
+        ConfigError: a bad argument (named) or episode shape; CheckpointError: the folder; DataError: the data.
+    """
     if split not in ("dev", "test"):
         raise ConfigError(f"--split {split!r} is not one of ['dev', 'test'].")
+    check_arguments(
+        (whole(episodes, 1, 10**6), "episodes", episodes, "an integer in [1, 10^6]"),
+        *[(value is None or whole(value, low, high), name, value, f"an integer in [{low}, {high}], or None")
+          for name, value, low, high in (("ways", ways, 2, 10_000), ("shots", shots, 1, 19), ("query", query, 1, 19),
+                                         ("steps", steps, 0, 10_000), ("seed", seed, 0, MAX_SEED))],
+        (path_or_none(data), "data", data, PATH_OR_NONE),
+        (isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
+    )
     trained = load_learner_folder(path, device)
     config = trained.config
     ways = ways or config.task.ways

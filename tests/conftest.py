@@ -7,6 +7,7 @@ them, so every device sees the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,18 @@ def tiny_tasks(tasks: int = 3, ways: int = 3, shots: int = 2, query: int = 2, si
     ys = torch.arange(ways).repeat_interleave(shots).expand(tasks, -1).contiguous()
     yq = torch.arange(ways).repeat_interleave(query).expand(tasks, -1).contiguous()
     return tuple(t.to(device) for t in (xs, ys, xq, yq))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (a link: its target; a folder: 'dir'), by relative path: equal
+    before and after means nothing on disk changed."""
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            seen[key] = "link:" + os.readlink(path)
+        elif path.is_file():
+            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            seen[key] = "dir"
+    return seen

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 import nas_meta
 from nas_meta.api import load_learner, train_iter
-from nas_meta.config import ArchConfig, BudgetConfig, EvalConfig, TaskConfig
+from nas_meta.config import ArchConfig, BudgetConfig, EvalConfig, TaskConfig, TrainConfig
 from nas_meta.data import ClassSet, Omniglot
 from nas_meta.errors import ConfigError, Terminated
 from nas_meta.training import DevScore, End, Result, Step, Workspace
@@ -122,3 +123,39 @@ def test_train_iter_interrupted_saves_the_learner_trained_so_far_then_raises(
     state, loaded = result.learner.state_dict(), trained.learner.state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in state)
     assert sorted(os.listdir(tmp_path)) == ["learner"]  # no staging folder left beside it
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: nas_meta.train({"name": "x"}, None), "config={'name': 'x'} is not allowed: expected a TrainConfig or a "
+                                                  "training config file."),
+    (lambda: nas_meta.train(TrainConfig(), None, seed="abc"), "seed='abc' is not allowed: expected an integer in "
+                                                             "[0, 4294967295], or None."),
+    (lambda: nas_meta.train(TrainConfig(), None, data=42), "data=42 is not allowed: expected a folder path (str or "
+                                                          "pathlib.Path), or None."),
+    (lambda: nas_meta.evaluate_learner("x", episodes=0), "episodes=0 is not allowed: expected an integer in [1, 10^6]."),
+    (lambda: nas_meta.evaluate_learner("x", episodes="5"), "episodes='5' is not allowed: expected an integer in "
+                                                           "[1, 10^6]."),
+    (lambda: nas_meta.evaluate_learner("x", ways=2.5), "ways=2.5 is not allowed: expected an integer in [2, 10000], "
+                                                       "or None."),
+    (lambda: nas_meta.bench(iterations=0), "iterations=0 is not allowed: expected an integer in [1, 1000000]."),
+    (lambda: nas_meta.bench(warmup=-1), "warmup=-1 is not allowed: expected an integer in [0, 10000]."),
+    (lambda: nas_meta.bench(ways=2.5), "ways=2.5 is not allowed: expected an integer in [2, 1000]."),
+])
+def test_the_python_api_names_a_bad_argument(call: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        call()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"baselines": "maml"}, "baselines='maml' is not allowed: expected a list of baseline names such as ['maml', "
+                            "'reptile']."),
+    ({"seeds": 2.5}, "seeds=2.5 is not allowed: expected an integer in [1, 1000]."),
+    ({"episodes": -1}, "episodes=-1 is not allowed: expected an integer in [1, 10^6]."),
+])
+def test_compare_names_a_bad_argument(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    from nas_meta.compare import compare
+
+    with pytest.raises(ConfigError) as info:
+        compare(TrainConfig(), tmp_path / "out", **kwargs)
+    assert str(info.value) == message and not (tmp_path / "out").exists()

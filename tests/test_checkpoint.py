@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from nas_meta import checkpoint
@@ -22,6 +21,7 @@ from nas_meta.checkpoint import check_learner_target, load_checkpoint, save_lear
 from nas_meta.config import TrainConfig
 from nas_meta.errors import CheckpointError, ConfigError
 from nas_meta.learners import get_learner
+from tests.conftest import snapshot
 from tests.learners.helpers import tiny_config
 
 
@@ -127,18 +127,6 @@ def test_weights_of_the_wrong_dtype_or_not_finite_are_refused(tmp_path: Path, dt
 
 # -- where `train --out` may save a learner: checked before any training, nothing on disk changed -----------------
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """The SHA-256 of every file under ``folder`` (a link: its target; a folder: 'dir'), by relative path."""
-    seen: dict[str, str] = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            seen[key] = "link:" + os.readlink(path)
-        elif path.is_file():
-            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            seen[key] = "dir"
-    return seen
 
 
 OTHER = "; give a new or empty folder, or a learner folder to replace."

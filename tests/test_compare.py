@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 from nas_meta.compare import check_compare_target, compare, paired_difference
 from nas_meta.config import TrainConfig
 from nas_meta.errors import ConfigError, DataError
+from tests.conftest import snapshot
 
 
 def accuracies(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -97,10 +97,6 @@ def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
 METHODS = ["candidate", "maml", "reptile"]  # the folders of a comparison of a candidate with the two baselines
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """The SHA-256 of every file under ``folder`` (a folder: 'dir'), by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
 
 
 def _earlier_comparison(out: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import signal
@@ -28,7 +27,7 @@ from nas_meta.config import (
     train_config_from_dict,
 )
 from nas_meta.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, snapshot
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -217,19 +216,6 @@ STRATEGIES = "['fomaml', 'maml', 'metasgd', 'pretrain', 'random', 'reptile']"
 NAME_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """The SHA-256 of every file under ``folder`` (a link: its target), by relative path: equal before and after
-    means nothing on disk changed."""
-    seen: dict[str, str] = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            seen[key] = "link:" + os.readlink(path)
-        elif path.is_file():
-            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            seen[key] = "dir"
-    return seen
 
 
 def refused(load: Callable[[Path], object], path: Path) -> str:

@@ -25,6 +25,7 @@ from PIL import Image
 from nas_meta import data
 from nas_meta.config import PROTOCOL_CLASSES
 from nas_meta.errors import DataError
+from tests.conftest import snapshot
 
 
 def test_preprocess_inverts_and_resizes() -> None:
@@ -236,9 +237,6 @@ def small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def refused_data(folder: Path, size: int = 8) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +21,7 @@ from nas_meta.export import export_study
 from nas_meta.search import search
 from nas_meta.storage import open_storage
 from nas_meta.studies import summarize
-from tests.conftest import REPO
+from tests.conftest import REPO, snapshot
 from tests.helpers_study import make_study
 
 
@@ -124,18 +122,6 @@ def test_multi_objective_study_exports_its_pareto_front(tmp_path: Path, omniglot
 
 # -- where `export --out` may write: refused targets are left byte for byte, an earlier export is replaced -----------
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """The SHA-256 of every file under ``folder`` (a link: its target; a folder: 'dir'), by relative path."""
-    seen: dict[str, str] = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            seen[key] = "link:" + os.readlink(path)
-        elif path.is_file():
-            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            seen[key] = "dir"
-    return seen
 
 
 HEADER = ("number,state,dev_loss,datetime_start,duration_s,strategy,baseline,dev_accuracy,dev_accuracy_ci95,parameters,"

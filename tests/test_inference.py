@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import zipfile
@@ -21,6 +20,7 @@ from nas_meta.data import preprocess
 from nas_meta.errors import ConfigError
 from nas_meta.inference import TrainedLearner, evaluate_learner, load_learner_folder
 from nas_meta.learners import get_learner
+from tests.conftest import snapshot
 from tests.learners.helpers import tiny_config
 
 
@@ -186,9 +186,6 @@ def test_load_learner_adapts_on_raw_png_arrays(trained: Path, omniglot: Path) ->
 
 # -- the image API contract under hostile input: exact messages, the learner folder and the learner untouched ------
 
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

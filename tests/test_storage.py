@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import multiprocessing
 import os
 import re
 import signal
-import stat
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from nas_meta.errors import ConfigError, StorageError
 from nas_meta.storage import artifact_store, default_storage_url, open_storage, redact, study_lock, study_names
 
 FORMS = "use journal:PATH (embedded, the default), sqlite:///PATH, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."
+from tests.conftest import snapshot
 
 
 @pytest.mark.parametrize(
@@ -189,18 +189,6 @@ SCHEMES = "['sqlite', 'postgresql', 'postgresql+psycopg', 'postgresql+psycopg2',
 SECRETS = ("hunter2", "hunt@er2", "hunt%40er2", "hunt:er2", "hunt/er2", "other3")
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """The SHA-256 of every file under ``folder`` (a link: its target), by relative path."""
-    seen: dict[str, str] = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            seen[key] = "link:" + os.readlink(path)
-        elif path.is_file():
-            seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            seen[key] = "dir"
-    return seen
 
 
 def refused_storage(url: str, error: type[Exception], folder: Path) -> str:

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..data import resolve_data_dir
 from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
 from ..runtime import check_interrupt, die_with_parent, resolve_device
-from ..config import short
+from ..config import check_arguments, path_or_none, whole
 from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
 from ..training import Record, load_workspace
@@ -303,27 +303,21 @@ def _check_search_arguments(study: object, n_trials: object, timeout: object, wo
     Raises:
         ConfigError: an argument of the wrong type or out of its range.
     """
-    def whole(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    problems = [
-        (not isinstance(study, (str, Path)), "study", study, "a study file path or a shipped study's name"),
-        (n_trials is not None and not (whole(n_trials) and 1 <= n_trials <= 10**6), "n_trials",  # type: ignore[operator]
-         n_trials, "an integer in [1, 10^6], or None for the study file's"),
-        (timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
-                                      and math.isfinite(timeout) and 0 < timeout <= 10**9), "timeout", timeout,
+    seconds = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+    check_arguments(
+        (isinstance(study, (str, Path)), "study", study, "a study file path or a shipped study's name"),
+        (n_trials is None or whole(n_trials, 1, 10**6), "n_trials", n_trials,
+         "an integer in [1, 10^6], or None for the study file's"),
+        (timeout is None or (seconds and 0 < timeout <= 10**9), "timeout", timeout,  # type: ignore[operator]
          "a number of seconds in (0, 10^9], or None"),
-        (not (whole(workers) and 1 <= workers <= 1024), "workers", workers, "an integer in [1, 1024]"),  # type: ignore[operator]
-        (not isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
-        (data is not None and not isinstance(data, (str, Path)), "data", data, "a folder path, or None"),
-        (listener is not None and not isinstance(listener, SearchListener), "listener", listener,
+        (whole(workers, 1, 1024), "workers", workers, "an integer in [1, 1024]"),
+        (isinstance(device, str), "device", device, "'auto', 'cpu', 'cuda' or 'cuda:N' (a string)"),
+        (path_or_none(data), "data", data, "a folder path, or None"),
+        (listener is None or isinstance(listener, SearchListener), "listener", listener,
          "a nas_meta.search.SearchListener, or None"),
-        (isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides),  # type: ignore[attr-defined]
+        (not isinstance(overrides, (str, bytes)) and all(isinstance(o, str) for o in overrides),  # type: ignore[attr-defined]
          "overrides", overrides, "a list of 'KEY=VALUE' strings"),
-    ]
-    for bad, name, value, allowed in problems:
-        if bad:
-            raise ConfigError(f"{name}={short(value)} is not allowed: expected {allowed}.")
+    )
 
 
 def _run_worker_processes(setup: SearchSetup, study: optuna.Study, total: int, timeout: float | None, workers: int,
