@@ -19,7 +19,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import OutputKind, atomic_write, check_output_folder
-from .config import dump_yaml
+from .config import check_arguments, dump_yaml
 from .errors import CheckpointError, ConfigError
 from .report import study_report_html
 from .runtime import public_mode
@@ -157,6 +157,8 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
         ConfigError: unknown study or storage (the message lists the studies that exist); ``out`` is a file or
             holds other files.
     """
+    check_arguments((isinstance(out, (str, Path)), "out", out, "a folder path (str or pathlib.Path)"),
+                    (isinstance(study_name, str), "study_name", study_name, "a study's name (a string)"))
     out = Path(out)
     check_export_target(out)
     handle = as_handle(storage, read_only=True)

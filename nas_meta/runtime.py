@@ -87,7 +87,11 @@ def tune_allocator() -> bool:
         True if the allocator was tuned, False where it was not (other C libraries, opt-out). The first call
         decides; later calls return its answer.
     """
-    if os.environ.get("NAS_META_TUNE_ALLOCATOR", "1") == "0" or not sys.platform.startswith("linux"):
+    setting = os.environ.get("NAS_META_TUNE_ALLOCATOR", "1").strip().lower()
+    if setting not in ("", "1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"NAS_META_TUNE_ALLOCATOR={setting!r} is not allowed: expected 1/0 (or true/false, yes/no, "
+                          "on/off).")
+    if setting in ("0", "false", "no", "off") or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

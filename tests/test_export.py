@@ -258,3 +258,15 @@ def test_an_export_below_a_file_is_refused(tmp_path: Path) -> None:
     storage = quick_study(tmp_path)
     with pytest.raises(ConfigError):
         export_study("quick", storage, _file(tmp_path) / "out")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"out": 7}, "out=7 is not allowed: expected a folder path (str or pathlib.Path)."),
+    ({"study_name": 123}, "study_name=123 is not allowed: expected a study's name (a string)."),
+])
+def test_export_names_a_bad_argument(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    arguments: dict[str, Any] = {"study_name": "s", "storage": f"journal:{tmp_path / 'none.journal'}",
+                                 "out": tmp_path / "out", **kwargs}
+    with pytest.raises(ConfigError) as info:
+        export_study(**arguments)
+    assert str(info.value) == message and list(tmp_path.iterdir()) == []

@@ -46,3 +46,19 @@ def test_resolve_device_rejects_unknown_values() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda' or 'cuda:N'"):
         resolve_device("gpu")
+
+
+@pytest.mark.parametrize("setting", ["banana", "2", "-1"])
+def test_a_bad_allocator_setting_is_named(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    from nas_meta.errors import ConfigError
+    from nas_meta.runtime import tune_allocator
+
+    monkeypatch.setenv("NAS_META_TUNE_ALLOCATOR", setting)
+    tune_allocator.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as info:
+            tune_allocator()
+        assert str(info.value) == (f"NAS_META_TUNE_ALLOCATOR={setting!r} is not allowed: expected 1/0 (or true/false, "
+                                   "yes/no, on/off).")
+    finally:
+        tune_allocator.cache_clear()

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..data import resolve_data_dir
 from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
-from ..runtime import check_interrupt, die_with_parent, resolve_device
+from ..runtime import check_interrupt, die_with_parent, resolve_device, tune_allocator
 from ..config import check_arguments, path_or_none, whole
 from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
@@ -274,6 +274,7 @@ def search(
             resolve_device(dev)
         resolve_data_dir(data)
         heartbeat_seconds(), grace_seconds()  # a bad NAS_META_HEARTBEAT_* fails here, not inside every trial
+        tune_allocator()  # likewise a bad NAS_META_TUNE_ALLOCATOR
 
     setup = prepare(study_path, storage=storage, study_name=study_name, overrides=overrides, check=check)
     total = n_trials if n_trials is not None else setup.spec.n_trials
