@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from nas_meta.config import (
     train_config_from_dict,
 )
 from nas_meta.errors import ConfigError
-from tests.conftest import REPO, snapshot
+from tests.conftest import REPO, deadline, snapshot
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -706,19 +704,6 @@ def test_a_huge_override_is_never_echoed(tmp_path: Path, setting: str) -> None:
 
 # -- regression: a FIFO given as a YAML file is refused at once, never opened ---------------------------------------
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the block after ``seconds`` (SIGALRM interrupts a blocking ``open`` of a FIFO)."""
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("load", [read_yaml, load_train_config, load_search_space, load_study_spec],

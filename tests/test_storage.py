@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import multiprocessing
 import os
 import re
-import signal
 import sqlite3
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from nas_meta.errors import ConfigError, StorageError
 from nas_meta.storage import artifact_store, default_storage_url, open_storage, redact, study_lock, study_names
 
 FORMS = "use journal:PATH (embedded, the default), sqlite:///PATH, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."
-from tests.conftest import snapshot
+from tests.conftest import deadline, snapshot
 
 
 @pytest.mark.parametrize(
@@ -427,19 +424,6 @@ def test_a_journal_damaged_in_the_middle_opened_read_only_is_refused_naming_the_
 
 # -- regression: a FIFO as the journal is refused at once; bad heartbeat settings are named ---------------------------
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the block after ``seconds`` (SIGALRM interrupts a blocking ``open`` of a FIFO)."""
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("form", ["journal:{}", "{}"])

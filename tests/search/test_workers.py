@@ -24,6 +24,7 @@ from nas_meta.search import fail_stale_trials, open_study, prepare, run_trial, r
 from nas_meta.storage import HEARTBEAT_ATTR, grace_seconds, open_storage
 from nas_meta.studies import counted_trials
 from tests.helpers_study import make_study, run, search_command, worker_env
+from tests.search.chaos import pg_admin
 from tests.search.helpers import journal_setup, raising, synthetic_workspace, write_tiny_study
 
 slow = pytest.mark.slow
@@ -271,27 +272,17 @@ def test_search_refuses_fewer_than_one_worker(tmp_path: Path) -> None:
 
 # -- slow: many workers on one study, crash recovery, storage errors -----------------------------------
 
-def _admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     name = f"nas_meta_test_{uuid.uuid4().hex[:10]}"
-    _admin(f"CREATE DATABASE {name}")
+    pg_admin(f"CREATE DATABASE {name}")
     try:
         yield f"{PG}/{name}"
     finally:
-        _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-        _admin(f"DROP DATABASE IF EXISTS {name}")
+        pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        pg_admin(f"DROP DATABASE IF EXISTS {name}")
 
 
 def load(url: str, name: str = "tiny") -> optuna.Study:
