@@ -52,32 +52,75 @@ CELLS = [
 ]
 
 
+class RunFailed(Exception):
+    """One timing process failed: the cell reports it and the matrix goes on."""
+
+
 def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout, cwd=ROOT).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"{Path(cmd[1]).name} ran past {timeout:.0f} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RunFailed(f"{Path(cmd[1]).name} exited {done.returncode}: {last}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def ours_once(cell: Cell, iters: int, device: str) -> dict[str, Any]:
     """One nas-meta timing of ``cell`` in this process (called in a fresh process by :func:`ours`)."""
     import torch
+
+    from nas_meta.bench import bench
+
+    result = bench(strategy=cell.strategy, ways=cell.ways, shots=cell.shots, query=cell.query,
+                   meta_batch=cell.meta_batch, steps=cell.steps, iterations=iters, warmup=1, device=device,
+                   config=cell_config(cell))
+    result["gflop_per_meta_iter"] = cell_gflop(cell, device)
+    result["gemm_peak_gflops"] = gemm_peak(torch.device(result["device"]))
+    return result
+
+
+def cell_config(cell: Cell) -> Any:
+    from nas_meta.config import load_train_config
+
+    return load_train_config(ROOT / "studies" / "baselines" / "reptile-5w1s.yaml") if cell.strategy == "reptile" else None
+
+
+def cell_gflop(cell: Cell, device: str) -> float:
+    """The FLOPs of one nas-meta meta-iteration of ``cell``, in billions (the same on every device)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nas_meta.bench import bench, synthetic_episode
-    from nas_meta.config import load_train_config
+    from nas_meta.bench import synthetic_episode
     from nas_meta.runtime import resolve_device
     from nas_meta.training import build_learner
 
-    config = load_train_config(ROOT / "studies" / "baselines" / "reptile-5w1s.yaml") if cell.strategy == "reptile" else None
-    result = bench(strategy=cell.strategy, ways=cell.ways, shots=cell.shots, query=cell.query,
-                   meta_batch=cell.meta_batch, steps=cell.steps, iterations=iters, warmup=1, device=device,
-                   config=config)
-    learner = build_learner(bench_config(cell, config), 100, resolve_device(device), seed=0)
-    episode = synthetic_episode(bench_config(cell, config), cell.meta_batch, resolve_device(device))
-    with FlopCounterMode(display=False) as counter:
+    config = bench_config(cell, cell_config(cell))
+    learner = build_learner(config, 100, resolve_device(device), seed=0)
+    episode = synthetic_episode(config, cell.meta_batch, resolve_device(device))
+    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         learner.meta_step(episode, 0.0)
-    result["gflop_per_meta_iter"] = counter.get_total_flops() / 1e9
-    result["gemm_peak_gflops"] = gemm_peak(torch.device(result["device"]))
-    return result
+    return float(counter.get_total_flops()) / 1e9
+
+
+def conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any, _stride: Any, _padding: Any,
+                        _dilation: Any, transposed: bool, _output_padding: Any, _groups: Any, output_mask: Any,
+                        out_shape: Any = None, **kwargs: Any) -> int:
+    """A convolution's backward costs one forward per gradient computed (input, weight), grouped or not.
+
+    torch's own formula (2.13) ignores ``groups`` for the weight gradient and counts a grouped convolution of G
+    groups about G/2 times too many FLOPs; the task-batched engine's per-task convolutions are grouped.
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def flop_formulas() -> dict[Any, Any]:
+    import torch
+
+    return {torch.ops.aten.convolution_backward: conv_backward_flops}
 
 
 def bench_config(cell: Cell, config: Any) -> Any:
@@ -109,7 +152,9 @@ def gemm_peak(device: Any, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def ours(cell: Cell, iters: int, device: str) -> dict[str, Any]:
+def ours(cell: Cell, iters: int, device: str, inline: bool) -> dict[str, Any]:
+    if inline:  # on a GPU a fresh process per cell costs more start-up than the timing itself
+        return ours_once(cell, iters, device)
     return run_json([sys.executable, str(Path(__file__).resolve()), "--one", cell.name, "--iters", str(iters),
                      "--device", device], timeout=1800)
 
@@ -134,7 +179,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| cell | peer | peer (meta-it/s) | nas-meta (meta-it/s) | ratio (median) | ratio range | GFLOP / meta-it "
              "| nas-meta GFLOP/s | share of GEMM peak |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        peer_rate = "-" if r["peer_median"] is None else f"{r['peer_median']:.3f}"
+        peer_rate = ("failed" if r.get("peer_failure") else "-") if r["peer_median"] is None else f"{r['peer_median']:.3f}"
         ratio = "-" if r["ratio_median"] is None else f"**{r['ratio_median']:.2f}x**"
         spread = "-" if r["ratio_min"] is None else f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}x"
         lines.append(f"| {r['cell']} | {r['peer']} | {peer_rate} | {r['ours_median']:.3f} | {ratio} | {spread} | "
@@ -165,6 +210,7 @@ def main() -> None:
     parser.add_argument("--cells", default=",".join(c.name for c in CELLS))
     parser.add_argument("--out", help="folder for matrix.json, matrix.md and matrix.html")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, one iteration: checks the script runs")
+    parser.add_argument("--flops", action="store_true", help="print each cell's GFLOP per meta-iteration and stop")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     by_name = {c.name: c for c in CELLS}
@@ -172,6 +218,10 @@ def main() -> None:
         print(json.dumps(ours_once(by_name[args.one], args.iters, args.device)))
         return
     cells = [by_name[name] for name in args.cells.split(",")]
+    if args.flops:
+        for cell in cells:
+            print(json.dumps({"cell": cell.name, "gflop_per_meta_iter": cell_gflop(cell, "cpu")}), flush=True)
+        return
     if args.dry_run:
         import dataclasses
 
@@ -179,39 +229,42 @@ def main() -> None:
         by_name.update({c.name: c for c in cells})
         args.rounds, args.iters = 1, 1
     peers_available = has_l2l(args.peer)
-    rows = []
+    inline = args.dry_run or args.device.startswith("cuda")
+    rows: list[dict[str, Any]] = []
     for cell in cells:
         runs = []
         for _ in range(args.rounds):
-            theirs = peer(cell, args.peer, args.iters, args.device) if (
-                peers_available or cell.peer == "reptile-loop") else None
-            mine = ours(cell, args.iters, args.device) if not args.dry_run else ours_inline(cell, args)
-            runs.append({"peer": theirs, "nas_meta": mine})
+            theirs, failure = None, None
+            if peers_available or cell.peer == "reptile-loop":
+                try:
+                    theirs = peer(cell, args.peer, args.iters, args.device)
+                except RunFailed as error:
+                    failure = str(error)
+                    print(f"{cell.name}: peer failed: {failure}", flush=True)
+            runs.append({"peer": theirs, "peer_failure": failure, "nas_meta": ours(cell, args.iters, args.device, inline)})
         ours_rates = [r["nas_meta"]["meta_iters_per_s"] for r in runs]
         peer_rates = [r["peer"]["meta_iters_per_s"] for r in runs if r["peer"] is not None]
         ratios = [o / p for o, p in zip(ours_rates, peer_rates)]
         last = runs[-1]["nas_meta"]
-        rows.append({"cell": cell.name, "peer": cell.peer, "runs": runs, "ours_median": statistics.median(ours_rates),
+        rows.append({"cell": cell.name, "peer": cell.peer, "runs": runs,
+                     "peer_failure": next((r["peer_failure"] for r in runs if r["peer_failure"]), None), "ours_median": statistics.median(ours_rates),
                      "peer_median": statistics.median(peer_rates) if peer_rates else None,
                      "ratio_median": statistics.median(ratios) if ratios else None,
                      "ratio_min": min(ratios) if ratios else None, "ratio_max": max(ratios) if ratios else None,
                      "gflop": last["gflop_per_meta_iter"], "peak": last["gemm_peak_gflops"],
                      "gflops": last["gflop_per_meta_iter"] * statistics.median(ours_rates)})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
-    text = table(rows)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "matrix.json").write_text(json.dumps({"device": args.device, "rounds": args.rounds, "iters": args.iters,
-                                                      "rows": rows}, indent=2))
-        (out / "matrix.md").write_text(text + "\n")
-        (out / "matrix.html").write_text(figure_html(rows))
+        if args.out:  # after every cell, so a run stopped at its time limit keeps what it measured
+            write(Path(args.out), args, rows)
+    print(table(rows))
 
 
-def ours_inline(cell: Cell, args: argparse.Namespace) -> dict[str, Any]:
-    """The dry run times nas-meta in this process (the cells are tiny)."""
-    return ours_once(cell, args.iters, args.device)
+def write(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "matrix.json").write_text(json.dumps({"device": args.device, "rounds": args.rounds, "iters": args.iters,
+                                                  "rows": rows}, indent=2))
+    (out / "matrix.md").write_text(table(rows) + "\n")
+    (out / "matrix.html").write_text(figure_html(rows))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def meta_iter() -> None:
             learner.adapt(loss_fn(learner(xs[t]), ys))
         loss_fn(learner(xq[t]), yq).backward()
     for p_ in algo.parameters():
-        p_.grad.mul_(1.0 / a.meta_batch)
+        if p_.grad is not None:  # MetaSGD's rates for an unused parameter get none
+            p_.grad.mul_(1.0 / a.meta_batch)
     opt.step()
 
 
