@@ -188,13 +188,15 @@ def _compare(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .compare import compare
-    from .config import load_train_config
+    from .config import MAX_ITERATIONS, load_train_config
 
     config = load_train_config(args.config)
     budget = config.budget
-    if args.budget_iterations is not None or args.budget_seconds is not None:
-        budget = dataclasses.replace(budget, iterations=args.budget_iterations or budget.iterations,
-                                     seconds=args.budget_seconds if args.budget_seconds is not None else budget.seconds)
+    if args.budget_seconds is not None:  # the same compute for every method: seconds alone, unless a cap is given too
+        budget = dataclasses.replace(budget, seconds=args.budget_seconds, iterations=(
+            args.budget_iterations if args.budget_iterations is not None else MAX_ITERATIONS))
+    elif args.budget_iterations is not None:
+        budget = dataclasses.replace(budget, iterations=args.budget_iterations)
     baselines = [b for b in args.baselines.split(",") if b]
 
     def on_run(run: dict[str, object]) -> None:
@@ -409,8 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--baselines", default="maml,reptile", help="comma-separated baseline names (default: maml,reptile)")
     cmp_.add_argument("--seeds", type=_number(int, 1, 1000), default=3, help="training seeds per method (default: 3)")
     cmp_.add_argument("--episodes", type=COUNT, default=600, help="fixed test episodes (default: 600)")
-    cmp_.add_argument("--budget-iterations", type=COUNT, help="meta-iterations per run (default: the config's)")
-    cmp_.add_argument("--budget-seconds", type=SECONDS, help="seconds of meta-training per run (default: the config's)")
+    cmp_.add_argument("--budget-iterations", type=COUNT, help="meta-iterations per run (default: the config's, or "
+                      "none with --budget-seconds)")
+    cmp_.add_argument("--budget-seconds", type=SECONDS, help="seconds of meta-training per run, the same compute for "
+                      "every method: the config's iteration cap is dropped unless --budget-iterations is given too "
+                      "(default: the config's budget)")
     cmp_.add_argument("--out", required=True, help="folder to write the runs and tables in")
     _data_arg(cmp_)
     _device_arg(cmp_)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .checkpoint import OutputKind, atomic_write, check_output_folder, save_result
 from .config import (
+    MAX_ITERATIONS,
     PATH_OR_NONE,
     SHIPPED_BASELINES,
     BudgetConfig,
@@ -84,11 +85,12 @@ def compare(
     for name in baselines:
         base = load_train_config(baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES],
                                                field_name="--baselines"))
-        methods[f"{name} (paper settings)"] = dataclasses.replace(base, data=candidate.data)
+        methods[f"{name} (paper settings)"] = dataclasses.replace(  # the candidate's data and kind of episode
+            base, data=candidate.data, task=dataclasses.replace(base.task, within_alphabet=task.within_alphabet))
     check_compare_target(out, [_slug(m) for m in methods])
     torch_device = resolve_device(device)
     workspace = load_workspace(candidate, data, torch_device)
-    test = workspace.sampler("test", task.ways, task.shots, task.query).fixed(episodes, candidate.evaluation.seed)
+    test = workspace.task_sampler("test", task).fixed(episodes, candidate.evaluation.seed)
     per_episode: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     runs: list[dict[str, Any]] = []
     for method, config in methods.items():
@@ -139,6 +141,9 @@ def _slug(method: str) -> str:
     return method.split(" ")[0]
 
 
+STOPPED_BY = {"time_budget": "seconds", "completed": "iterations"}  # which limit ended a run (else its status)
+
+
 def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarray]], runs: list[dict[str, Any]],
            baselines: list[str]) -> pd.DataFrame:
     rows = []
@@ -155,6 +160,7 @@ def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarr
             "seed_std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else math.nan,
             "parameters": mine[0]["parameters"], "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),
             "iterations": float(np.mean([r["iterations"] for r in mine])),
+            "stopped_by": ", ".join(sorted({STOPPED_BY.get(r["status"], r["status"]) for r in mine})),
         }
         for base in baselines:
             if method == candidate:
@@ -171,8 +177,12 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
     atomic_write(out / "comparison.csv", table.to_csv(index=False).encode())
     atomic_write(out / "runs.csv", runs.to_csv(index=False).encode())
     task = candidate.task
-    budget_text = (f"{budget.iterations} meta-iterations" if budget.seconds is None
-                   else f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first")
+    if budget.seconds is None:
+        budget_text = f"{budget.iterations} meta-iterations"
+    elif budget.iterations >= MAX_ITERATIONS:
+        budget_text = f"{budget.seconds:g} s of meta-training"
+    else:
+        budget_text = f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first"
     lines = [
         f"# {task.ways}-way {task.shots}-shot Omniglot ({candidate.data.protocol} protocol): candidate vs baselines", "",
         (f"Each method meta-trained with the same budget ({budget_text}) for {seeds} seed(s), then scored on the same "
@@ -180,8 +190,8 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
         "for this ways/shots (studies/baselines/), scaled only in the number of meta-iterations. Accuracy ± 95% CI over "
         "episodes (per-episode accuracy averaged over seeds); seed std is the spread of the per-seed means; the paired "
         "difference is over identical episodes."), "",
-        "| method | test accuracy | seed std | paired difference | parameters | train s | meta-iterations |",
-        "|---|---|---|---|---|---|---|",
+        "| method | test accuracy | seed std | paired difference | parameters | train s | meta-iterations | stopped by |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
         diffs = "; ".join(f"vs {k[8:]}: {100 * row[k]:+.2f} ± {100 * row[k + '_ci95']:.2f} pts"
@@ -189,7 +199,7 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
         spread = "–" if math.isnan(row["seed_std"]) else f"{100 * row['seed_std']:.2f}"  # undefined for one seed
         lines.append(f"| {row['method']} | {100 * row['test_accuracy']:.2f}% ± {100 * row['test_accuracy_ci95']:.2f} | "
                      f"{spread} | {diffs} | {row['parameters']:,} | {row['train_seconds']:.0f} | "
-                     f"{row['iterations']:.0f} |")
+                     f"{row['iterations']:.0f} | {row['stopped_by']} |")
     atomic_write(out / "comparison.md", ("\n".join(lines) + "\n").encode())
     intro = "".join(f"<p>{line}</p>" for line in lines[2:3])
     atomic_write(out / "comparison.html", figures_html("nas-meta comparison", [

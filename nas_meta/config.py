@@ -46,6 +46,28 @@ PROTOCOL_CLASSES = {  # classes per split of each protocol (data.py builds them;
     "vinyals": {"train": 4112, "dev": 688, "test": 1692},
     "lake": {"train": 818, "dev": 146, "test": 659},
 }
+PROTOCOL_LARGEST_ALPHABET = {  # classes of each split's largest alphabet: the most ways within one alphabet
+    "maml": {"train": 39, "dev": 6, "test": 16},
+    "vinyals": {"train": 220, "dev": 180, "test": 188},
+    "lake": {"train": 55, "dev": 40, "test": 47},
+}
+
+
+def check_task_fits_protocol(task: TaskConfig, protocol: str) -> None:
+    """``task.ways`` fits every split of ``protocol`` (within one alphabet when the task asks for it).
+
+    Raises:
+        ConfigError: naming the field, the value and the split that cannot hold it.
+    """
+    for split, count in PROTOCOL_CLASSES[protocol].items():
+        _check(task.ways <= count, "task.ways", task.ways, f"at most {count}, the classes of the {protocol!r} "
+               f"protocol's {split} split")
+    if task.within_alphabet:
+        for split, count in PROTOCOL_LARGEST_ALPHABET[protocol].items():
+            _check(task.ways <= count, "task.ways", task.ways, f"at most {count} with task.within_alphabet: true, "
+                   f"the classes of the largest alphabet of the {protocol!r} protocol's {split} split")
+
+
 Downsample = Literal["stride", "maxpool"]
 Norm = Literal["batch", "instance", "layer", "none"]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
@@ -67,11 +89,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The N-way K-shot episode shape: ``query`` examples per class are scored after adaptation."""
+    """The N-way K-shot episode shape: ``query`` examples per class are scored after adaptation.
+
+    ``within_alphabet`` draws each episode's classes from one alphabet (chosen uniformly among those of the split
+    with at least ``ways`` classes), in every split: Lake et al.'s one-shot task, harder than classes drawn at large.
+    """
 
     ways: int = 5
     shots: int = 1
     query: int = 15
+    within_alphabet: bool = False
 
     def __post_init__(self) -> None:
         _check(2 <= self.ways <= 10_000, "task.ways", self.ways, "an integer in [2, 10000]")
@@ -131,6 +158,9 @@ class LearnerConfig:
         _check(0 < self.meta_step <= 1, "learner.meta_step", self.meta_step, "a number in (0, 1]")
 
 
+MAX_ITERATIONS = 10**9  # the largest iteration cap: a budget at it is, in effect, its seconds alone
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
     """When meta-training stops: after ``iterations`` meta-iterations or ``seconds``, whichever is first.
@@ -142,7 +172,7 @@ class BudgetConfig:
     seconds: float | None = None
 
     def __post_init__(self) -> None:
-        _check(0 <= self.iterations <= 10**9, "budget.iterations", self.iterations, "an integer in [0, 10^9]")
+        _check(0 <= self.iterations <= MAX_ITERATIONS, "budget.iterations", self.iterations, "an integer in [0, 10^9]")
         _check(self.seconds is None or 0 < self.seconds <= 10**9, "budget.seconds", self.seconds,
                "a number of seconds in (0, 10^9], or null")
 
@@ -195,6 +225,8 @@ class TrainConfig(RunSections):
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
+        if self.task.within_alphabet:  # (the plain ways limit is the workspace's: tests train on small fake splits)
+            check_task_fits_protocol(self.task, self.data.protocol)
         _check(0 < len(self.name) <= 200 and self.name.isprintable(), "name", self.name,
                "a name of 1 to 200 printable characters")
 
@@ -722,9 +754,7 @@ class StudySpec(RunSections):
         _check(self.timeout is None or 0 < self.timeout <= 10**9, "timeout", self.timeout,
                "a number of seconds in (0, 10^9], or null")
         _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
-        for split, count in PROTOCOL_CLASSES[self.data.protocol].items():
-            _check(self.task.ways <= count, "task.ways", self.task.ways,
-                   f"at most {count}, the classes of the {self.data.protocol!r} protocol's {split} split")
+        check_task_fits_protocol(self.task, self.data.protocol)
 
     def base_config(self) -> TrainConfig:
         """The training config every candidate starts from, before the search space's values."""

@@ -366,11 +366,13 @@ class ClassSet:
     """The classes of one split: class ``i`` is character ``characters[i]`` turned ``rotations[i]`` quarter turns.
 
     With ``random_rotation`` the fixed rotation is replaced in every task by a random multiple of 90°.
+    ``alphabets`` (each class's alphabet index) lets episodes be drawn within one alphabet (``task.within_alphabet``).
     """
 
     characters: np.ndarray
     rotations: np.ndarray
     random_rotation: bool
+    alphabets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.characters)
@@ -404,12 +406,14 @@ def split_characters(protocol: str, alphabet_of: np.ndarray, background: int) ->
     if protocol == "maml":
         order = np.random.default_rng(_PROTOCOL_SEED).permutation(n)
         parts = (order[:1100], order[1100:1200], order[1200:])
-        return {s: ClassSet(np.sort(p), np.zeros(len(p), dtype=np.int64), True) for s, p in zip(SPLITS, parts)}
+        return {s: ClassSet(np.sort(p), np.zeros(len(p), dtype=np.int64), True, alphabet_of[np.sort(p)])
+                for s, p in zip(SPLITS, parts)}
     if protocol == "vinyals":
         order = np.arange(n)
         parts = (order[:1028], order[1028:1200], order[1200:])
         return {
-            s: ClassSet(np.repeat(p, 4), np.tile(np.arange(4), len(p)), False) for s, p in zip(SPLITS, parts)
+            s: ClassSet(np.repeat(p, 4), np.tile(np.arange(4), len(p)), False, np.repeat(alphabet_of[p], 4))
+            for s, p in zip(SPLITS, parts)
         }
     if protocol == "lake":
         background_alphabets = np.unique(alphabet_of[:background])
@@ -418,8 +422,13 @@ def split_characters(protocol: str, alphabet_of: np.ndarray, background: int) ->
         in_background = np.arange(n) < background
         is_dev = np.isin(alphabet_of, dev_alphabets) & in_background
         parts = (np.flatnonzero(in_background & ~is_dev), np.flatnonzero(is_dev), np.flatnonzero(~in_background))
-        return {s: ClassSet(p, np.zeros(len(p), dtype=np.int64), False) for s, p in zip(SPLITS, parts)}
+        return {s: ClassSet(p, np.zeros(len(p), dtype=np.int64), False, alphabet_of[p]) for s, p in zip(SPLITS, parts)}
     raise ConfigError(f"data.protocol={protocol!r} is not one of {sorted(PROTOCOLS)}.")
+
+
+def largest_alphabet(classes: ClassSet) -> int:
+    """The classes of the split's largest alphabet: the most ways a within-alphabet episode can have."""
+    return int(np.unique(classes.alphabets, return_counts=True)[1].max()) if classes.alphabets is not None else 0
 
 
 def data_info(data: str | Path | None = None) -> dict[str, object]:
@@ -444,7 +453,8 @@ def data_info(data: str | Path | None = None) -> dict[str, object]:
         splits = split_characters(protocol, np.asarray(alphabet_of), n_background)
         protocols[protocol] = {
             "description": PROTOCOL_DOCS[protocol],
-            **{s: {"characters": len(np.unique(c.characters)), "classes": len(c)} for s, c in splits.items()},
+            **{s: {"characters": len(np.unique(c.characters)), "classes": len(c),
+                   "largest_alphabet": largest_alphabet(c)} for s, c in splits.items()},
         }
     return {"data": str(folder), "zips": zips, "protocols": protocols}
 

@@ -39,6 +39,13 @@ class Episode:
     def tasks(self) -> int:
         return int(self.support_x.shape[0])
 
+    def chunks(self, size: int) -> Iterator[Episode]:
+        """The meta-batch in consecutive slices of ``size`` tasks (views, no copy)."""
+        for start in range(0, self.tasks, size):
+            part = slice(start, start + size)
+            yield Episode(self.support_x[part], self.support_y[part], self.query_x[part], self.query_y[part],
+                          self.class_ids[part])
+
 
 @dataclass(frozen=True)
 class EpisodeIndex:
@@ -68,6 +75,24 @@ def check_task_shape(classes: int, ways: int, shots: int, query: int, split: str
         )
 
 
+def within_alphabet_classes(classes: ClassSet, ways: int, split: str) -> tuple[Tensor, Tensor]:
+    """Each class's alphabet, and the alphabets with at least ``ways`` classes, for within-alphabet episodes.
+
+    Raises:
+        ConfigError: the split has no alphabet of ``ways`` classes, or its classes carry no alphabets.
+    """
+    if classes.alphabets is None:
+        raise ConfigError(f"task.within_alphabet: the {split}'s classes carry no alphabets; use within_alphabet: false.")
+    alphabets, sizes = np.unique(classes.alphabets, return_counts=True)
+    if sizes.max(initial=0) < ways:
+        raise ConfigError(
+            f"task.ways={ways} with task.within_alphabet: true, but the largest alphabet of the {split} has "
+            f"{sizes.max(initial=0)} classes; use at most {sizes.max(initial=0)} ways, or within_alphabet: false."
+        )
+    return (torch.as_tensor(classes.alphabets, dtype=torch.long),
+            torch.as_tensor(alphabets[sizes >= ways], dtype=torch.long))
+
+
 class EpisodeSampler:
     """Samples N-way K-shot episodes from one split's classes.
 
@@ -76,15 +101,24 @@ class EpisodeSampler:
         classes: the split's classes.
         ways, shots, query: the task shape (``query`` examples per class).
         split: the split's name, for messages.
+        within_alphabet: draw each episode's classes from one alphabet (chosen uniformly among the split's
+            alphabets with at least ``ways`` classes).
+
+    Raises:
+        ConfigError: the split cannot hold such episodes (named, with what it can hold).
     """
 
     def __init__(
-        self, images: Tensor, classes: ClassSet, ways: int, shots: int, query: int, split: str = "split"
+        self, images: Tensor, classes: ClassSet, ways: int, shots: int, query: int, split: str = "split", *,
+        within_alphabet: bool = False,
     ) -> None:
         check_task_shape(len(classes), ways, shots, query, split)
         self.ways, self.shots, self.query = ways, shots, query
         self.classes = classes
         self.split = split
+        self.within_alphabet = within_alphabet
+        if within_alphabet:
+            self._class_alphabet, self._alphabets = within_alphabet_classes(classes, ways, split)
         self._characters = torch.as_tensor(classes.characters, dtype=torch.long)
         self._fixed_rotations = torch.as_tensor(classes.rotations, dtype=torch.long)
         needs_rotation = classes.random_rotation or bool(np.any(classes.rotations))
@@ -99,7 +133,11 @@ class EpisodeSampler:
     def sample_index(self, generator: torch.Generator, tasks: int) -> EpisodeIndex:
         """Draw the indices of ``tasks`` episodes (classes without replacement, drawings without replacement)."""
         n_classes = len(self.classes)
-        classes = torch.rand(tasks, n_classes, generator=generator).argsort(dim=1)[:, : self.ways]
+        keys = torch.rand(tasks, n_classes, generator=generator)
+        if self.within_alphabet:  # the chosen alphabet's classes sort first: ways of them are drawn at random
+            alphabet = self._alphabets[torch.randint(0, len(self._alphabets), (tasks,), generator=generator)]
+            keys += (self._class_alphabet[None, :] != alphabet[:, None]).to(keys.dtype) * 2
+        classes = keys.argsort(dim=1)[:, : self.ways]
         if self.classes.random_rotation:
             rotations = torch.randint(0, 4, (tasks, self.ways), generator=generator)
         else:
@@ -132,7 +170,8 @@ class EpisodeSampler:
 
     def fixed(self, episodes: int, seed: int) -> FixedEpisodes:
         """The fixed episode set for this split, task shape and ``seed``: identical for every learner."""
-        key = f"{self.split}|{self.ways}|{self.shots}|{self.query}|{seed}".encode()
+        within = "|within-alphabet" if self.within_alphabet else ""  # the sets of earlier studies stay as they were
+        key = f"{self.split}|{self.ways}|{self.shots}|{self.query}|{seed}{within}".encode()
         generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
         return FixedEpisodes(self, self.sample_index(generator, episodes))
 

@@ -319,12 +319,14 @@ def evaluate_learner(
     ws = load_workspace(config, data, trained.device)
     check_task_shape(len(ws.splits[split]), ways, shots, query, f"{config.data.protocol!r} protocol's {split} split")
     episode_seed = config.evaluation.seed if seed is None else seed
-    fixed = ws.sampler(split, ways, shots, query).fixed(episodes, episode_seed)
+    within = config.task.within_alphabet  # scored on the kind of episode it was trained for
+    fixed = ws.sampler(split, ways, shots, query, within_alphabet=within).fixed(episodes, episode_seed)
     trained.learner.template(ways)  # fails early, with a clear message, for a fixed-ways learner
     result = evaluate(trained.learner, fixed, steps=steps, batch=config.evaluation.batch)
     return {
         "learner": str(path), "strategy": config.learner.strategy, "protocol": config.data.protocol, "split": split,
-        "ways": ways, "shots": shots, "query": query, "steps": steps if steps is not None else config.learner.test_steps,
+        "ways": ways, "shots": shots, "query": query, "within_alphabet": within,
+        "steps": steps if steps is not None else config.learner.test_steps,
         "episode_seed": episode_seed, **result.summary(),
     }
 

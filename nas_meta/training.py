@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._version import __version__
 from .architectures import count_parameters
-from .config import BudgetConfig, TrainConfig
+from .config import BudgetConfig, TaskConfig, TrainConfig
 from .data import ClassSet, Omniglot, class_splits, load_omniglot
 from .episodes import EpisodeSampler, FixedEpisodes
 from .errors import ConfigError, Terminated
@@ -281,8 +281,13 @@ class Workspace:
     images: Tensor
     splits: dict[str, ClassSet]
 
-    def sampler(self, split: str, ways: int, shots: int, query: int) -> EpisodeSampler:
-        return EpisodeSampler(self.images, self.splits[split], ways, shots, query, f"{split} split")
+    def sampler(self, split: str, ways: int, shots: int, query: int, *, within_alphabet: bool = False) -> EpisodeSampler:
+        return EpisodeSampler(self.images, self.splits[split], ways, shots, query, f"{split} split",
+                              within_alphabet=within_alphabet)
+
+    def task_sampler(self, split: str, task: TaskConfig) -> EpisodeSampler:
+        """The sampler of ``task``'s episodes (shape and whether within one alphabet) from ``split``."""
+        return self.sampler(split, task.ways, task.shots, task.query, within_alphabet=task.within_alphabet)
 
 
 def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.device,
@@ -335,8 +340,8 @@ def train_iter(
     seed_everything(config.seed)
     ws = workspace or load_workspace(config, data, torch_device)
     task = config.task
-    train_sampler = ws.sampler("train", task.ways, task.shots, task.query)
-    dev = ws.sampler("dev", task.ways, task.shots, task.query).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
+    train_sampler = ws.task_sampler("train", task)
+    dev = ws.task_sampler("dev", task).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
     learner = build_learner(config, ws.splits["train"].label_space, torch_device, config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)
     history: list[dict[str, float | int | bool]] = []

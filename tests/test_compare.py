@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from nas_meta.compare import check_compare_target, compare, paired_difference
-from nas_meta.config import TrainConfig
+from nas_meta.config import MAX_ITERATIONS, BudgetConfig, TrainConfig
 from nas_meta.errors import ConfigError, DataError
 from tests.conftest import snapshot
 
@@ -73,7 +73,7 @@ def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(table["strategy"]) == ["fomaml", "maml", "reptile"]
-    assert (table["iterations"] == 3).all()
+    assert (table["iterations"] == 3).all() and (table["stopped_by"] == "iterations").all()
     runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
     assert len(runs) == 6 and set(runs["seed"]) == {0, 1}
     assert {"diff_vs_maml", "diff_vs_maml_ci95", "diff_vs_reptile", "diff_vs_reptile_ci95"} <= set(table.columns)
@@ -170,12 +170,79 @@ def test_a_single_seed_prints_its_undefined_spread_as_a_dash(tmp_path: Path) -> 
 
     table = pd.DataFrame([{"method": "candidate (maml)", "strategy": "maml", "test_accuracy": 0.9,
                            "test_accuracy_ci95": 0.01, "seed_std": math.nan, "parameters": 1234, "train_seconds": 5.0,
-                           "iterations": 10.0},
+                           "iterations": 10.0, "stopped_by": "iterations"},
                           {"method": "maml (paper settings)", "strategy": "maml", "test_accuracy": 0.8,
                            "test_accuracy_ci95": 0.02, "seed_std": 0.015, "parameters": 1234, "train_seconds": 5.0,
-                           "iterations": 10.0}])
+                           "iterations": 10.0, "stopped_by": "iterations"}])
     _write(tmp_path, table, pd.DataFrame(), TrainConfig(), TrainConfig().budget, 10, 1)
     rows = [line for line in (tmp_path / "comparison.md").read_text().splitlines() if line.startswith("| candidate")
             or line.startswith("| maml")]
     assert rows[0].split(" | ")[2] == "–" and rows[1].split(" | ")[2] == "1.50"
     assert "nan" not in (tmp_path / "comparison.md").read_text()
+
+
+# -- issue 15: a seconds budget is the same compute for every method ---------------------------------------------------
+
+def _compare_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str) -> BudgetConfig:
+    """The budget `nas-meta compare` hands to compare() for these flags (compare itself not run)."""
+    import nas_meta.compare
+    from nas_meta.cli import main
+
+    seen: list[BudgetConfig] = []
+
+    def fake_compare(candidate: TrainConfig, out: str, *, budget: BudgetConfig, **kwargs: object) -> pd.DataFrame:
+        seen.append(budget)
+        Path(out).mkdir()
+        (Path(out) / "comparison.md").write_text("the table\n")
+        return pd.DataFrame()
+
+    monkeypatch.setattr(nas_meta.compare, "compare", fake_compare)
+    config = tmp_path / "cand.yaml"
+    config.write_text("name: cand\nbudget: {iterations: 25, seconds: 60}\n")
+    main(["compare", str(config), "--out", str(tmp_path / "cmp"), *flags])
+    return seen[0]
+
+
+@pytest.mark.parametrize(("flags", "iterations", "seconds"), [
+    (["--budget-seconds", "20"], MAX_ITERATIONS, 20.0),  # seconds alone: the config's cap of 25 is dropped
+    (["--budget-seconds", "20", "--budget-iterations", "7"], 7, 20.0),  # both given: whichever comes first
+    (["--budget-iterations", "7"], 7, 60.0),  # iterations alone: the config's seconds stay
+    ([], 25, 60.0),  # nothing given: the config's budget
+])
+def test_a_seconds_budget_takes_precedence_over_the_configs_iteration_cap(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], iterations: int, seconds: float) -> None:
+    budget = _compare_budget(monkeypatch, tmp_path, *flags)
+    assert (budget.iterations, budget.seconds) == (iterations, seconds)
+
+
+def test_the_table_says_which_limit_ended_each_method_and_a_seconds_budget_reads_as_seconds(tmp_path: Path) -> None:
+    from nas_meta.compare import _table, _write
+
+    methods = {"candidate (maml)": TrainConfig(), "maml (paper settings)": TrainConfig()}
+    runs = [{"method": m, "seed": s, "parameters": 10, "train_seconds": 20.0, "iterations": it, "status": status}
+            for m, s, it, status in [("candidate (maml)", 0, 40, "time_budget"), ("candidate (maml)", 1, 41, "time_budget"),
+                                     ("maml (paper settings)", 0, 90, "time_budget"),
+                                     ("maml (paper settings)", 1, 90, "diverged")]]
+    per_episode = {m: [np.full(10, 0.5), np.full(10, 0.6)] for m in methods}
+    table = _table(methods, per_episode, runs, ["maml (paper settings)"])
+    assert list(table["stopped_by"]) == ["seconds", "diverged, seconds"]
+    _write(tmp_path, table, pd.DataFrame(runs), TrainConfig(), BudgetConfig(iterations=MAX_ITERATIONS, seconds=20), 10, 2)
+    md = (tmp_path / "comparison.md").read_text()
+    assert "same budget (20 s of meta-training)" in md and "1000000000" not in md
+    assert [line.rsplit(" | ", 2)[-1] for line in md.splitlines() if line.startswith("| candidate")] == ["seconds |"]
+
+
+@pytest.mark.slow
+def test_compare_with_a_seconds_budget_trains_every_method_for_those_seconds(tmp_path: Path, omniglot: Path) -> None:
+    config = tmp_path / "cand.yaml"
+    config.write_text("name: cand\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {channels: 16}\n"
+                      "learner: {strategy: fomaml, meta_batch: 4, test_steps: 3}\nbudget: {iterations: 2}\n"
+                      "evaluation: {dev_episodes: 5, every: 100}\n")
+    done = subprocess.run([sys.executable, "-m", "nas_meta.cli", "compare", str(config), "--seeds", "1", "--episodes",
+                           "10", "--budget-seconds", "2", "--out", str(tmp_path / "cmp"), "--data", str(omniglot)],
+                          check=False, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
+    assert (runs["status"] == "time_budget").all() and (runs["train_seconds"] >= 2).all()
+    assert (runs["iterations"] > 2).all()  # the config's cap of 2 no longer ends them
+    assert (pd.read_csv(tmp_path / "cmp" / "comparison.csv")["stopped_by"] == "seconds").all()

@@ -70,6 +70,13 @@ def test_an_empty_mapping_takes_every_default_and_an_empty_file_is_refused(tmp_p
         ("task: [1, 2]", "task must be a mapping of fields, but got list [1, 2]."),
         ("seed: true", "seed=True must be an integer."),
         ("task: {ways: 1}", "task.ways=1 is not allowed: expected an integer in [2, 10000]."),
+        ("task: {within_alphabet: 'yes'}", "task.within_alphabet='yes' must be true or false."),
+        ("task: {ways: 20, within_alphabet: true}",  # the default (maml) protocol's dev alphabets are small
+         "task.ways=20 is not allowed: expected at most 6 with task.within_alphabet: true, the classes of the largest "
+         "alphabet of the 'maml' protocol's dev split."),
+        ("data: {protocol: lake}\ntask: {ways: 41, within_alphabet: true}",
+         "task.ways=41 is not allowed: expected at most 40 with task.within_alphabet: true, the classes of the largest "
+         "alphabet of the 'lake' protocol's dev split."),
     ],
 )
 def test_bad_files_name_file_field_value_and_allowed(tmp_path: Path, text: str, message: str) -> None:
@@ -425,6 +432,9 @@ HOSTILE_STUDY = [
     _param(STUDY_BASE + "storage: 5\n", "storage=5 must be a string.", "storage-int"),
     _param(STUDY_BASE.replace("ways: 5", "ways: 147") + "data: {protocol: lake}\n", "task.ways=147 is not allowed: "
            "expected at most 146, the classes of the 'lake' protocol's dev split.", "ways-above-protocol"),
+    _param(STUDY_BASE.replace("ways: 5", "ways: 48, within_alphabet: true") + "data: {protocol: lake}\n",
+           "task.ways=48 is not allowed: expected at most 40 with task.within_alphabet: true, the classes of the "
+           "largest alphabet of the 'lake' protocol's dev split.", "ways-above-largest-alphabet"),
 ]
 HOSTILE_STUDY += [
     _param(f"name: {written}\nsearch_space: space.yaml\n", f"name={shown} is not allowed: expected {NAME_RULE}.",

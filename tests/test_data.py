@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from nas_meta import data
-from nas_meta.config import PROTOCOL_CLASSES
+from nas_meta.config import PROTOCOL_CLASSES, PROTOCOL_LARGEST_ALPHABET
 from nas_meta.errors import DataError
 from tests.conftest import snapshot
 
@@ -160,6 +160,9 @@ def test_real_omniglot_counts_and_protocols(omniglot: Path) -> None:
     assert [protocols["vinyals"][s]["classes"] for s in data.SPLITS] == [4112, 688, 1692]
     counts = {p: {s: protocols[p][s]["classes"] for s in data.SPLITS} for p in data.PROTOCOLS}
     assert counts == PROTOCOL_CLASSES  # the table study files are validated against, without loading data
+    largest = {p: {s: protocols[p][s]["largest_alphabet"] for s in data.SPLITS} for p in data.PROTOCOLS}
+    assert largest == PROTOCOL_LARGEST_ALPHABET  # likewise for within-alphabet episodes
+    assert largest["lake"]["test"] == 47  # Malayalam, the largest evaluation alphabet
     assert protocols["lake"]["test"]["characters"] == 659
     assert protocols["lake"]["train"]["characters"] + protocols["lake"]["dev"]["characters"] == 964
 
@@ -182,6 +185,17 @@ def test_real_omniglot_loads_from_cache_and_splits_are_disjoint(omniglot: Path) 
     lake = data.class_splits("lake", dataset)
     alphabets = [set(dataset.alphabet_of[lake[s].characters].tolist()) for s in data.SPLITS]
     assert len(alphabets[0]) == 25 and len(alphabets[1]) == 5 and not alphabets[0] & alphabets[1]
+    # Lake's one-shot task: 20-way episodes within one evaluation alphabet, all of which can hold them
+    import torch
+
+    from nas_meta.episodes import EpisodeSampler
+
+    sampler = EpisodeSampler(torch.from_numpy(dataset.images), lake["test"], 20, 1, 1, within_alphabet=True)
+    index = sampler.fixed(300, seed=0).index
+    characters = lake["test"].characters[index.classes.numpy()]
+    per_task = dataset.alphabet_of[characters]
+    assert (per_task == per_task[:, :1]).all() and len(set(per_task[:, 0].tolist())) == 20
+    assert all(dataset.alphabet_of[c] >= 30 for c in characters.flatten())  # evaluation alphabets only
 
 
 # -- hostile zips and caches: small synthetic zips in the official layout (fast), copies of the real ones (slow) ----
@@ -571,3 +585,12 @@ def test_a_cache_of_another_size_under_this_sizes_name_is_detected_and_rebuilt(
     assert data._load_cache(cache10, 10).images.shape == (5, 20, 10, 10)  # rebuilt at the right size
     assert data._load_cache(cache8, 8).images.shape == (5, 20, 8, 8)  # the other size's cache untouched
     assert sorted(p.name for p in (small / ".nas-meta-cache").iterdir()) == sorted([cache8.name, cache10.name])
+
+
+@pytest.mark.parametrize("protocol", ["maml", "vinyals", "lake"])
+def test_every_protocol_gives_each_class_its_characters_alphabet(protocol: str) -> None:
+    alphabet_of = np.repeat(np.arange(50), np.diff(np.linspace(0, 1623, 51).astype(int)))
+    splits = data.split_characters(protocol, alphabet_of, background=964)
+    for split in splits.values():
+        assert split.alphabets is not None
+        assert np.array_equal(split.alphabets, alphabet_of[split.characters])

@@ -96,3 +96,61 @@ def test_impossible_requests_fail_clearly(ways: int, shots: int, query: int, mes
     with pytest.raises(ConfigError) as info:
         EpisodeSampler(coded_images(), classes, ways, shots, query, split="train split")
     assert str(info.value) == message
+
+
+# -- within one alphabet (Lake et al.'s one-shot task) -------------------------------------------------------------
+
+ALPHABET_SIZES = (4, 7, 12, 3, 4)  # 30 characters in five alphabets; with ways=4 the 3-letter one is never drawn
+
+
+def alphabet_classes(random_rotation: bool = False) -> ClassSet:
+    alphabets = np.repeat(np.arange(len(ALPHABET_SIZES)), ALPHABET_SIZES)
+    return ClassSet(np.arange(CHARS), np.zeros(CHARS, dtype=np.int64), random_rotation, alphabets)
+
+
+@pytest.mark.parametrize("random_rotation", [False, True])
+def test_within_alphabet_episodes_draw_every_class_of_a_task_from_one_alphabet(random_rotation: bool) -> None:
+    classes = alphabet_classes(random_rotation)
+    sampler = EpisodeSampler(coded_images(), classes, 4, 1, 2, within_alphabet=True)
+    index = sampler.sample_index(torch.Generator().manual_seed(0), 2000)
+    per_task = classes.alphabets[index.classes.numpy()]  # (tasks, ways) alphabet of each drawn class
+    assert (per_task == per_task[:, :1]).all()
+    assert all(len(set(t)) == 4 for t in index.classes.tolist())  # distinct classes
+    drawn, counts = np.unique(per_task[:, 0], return_counts=True)
+    assert drawn.tolist() == [0, 1, 2, 4]  # the 3-character alphabet cannot hold 4 ways
+    assert counts.min() > 2000 / 4 * 0.85 and counts.max() < 2000 / 4 * 1.15  # alphabets chosen uniformly
+    in_12 = index.classes[torch.as_tensor(per_task[:, 0] == 2)]
+    assert set(in_12.flatten().tolist()) == set(range(11, 23))  # every class of the 12-letter alphabet gets drawn
+    episode = sampler.build(index)
+    for t in range(3):  # the images are those classes' characters
+        for i, label in enumerate(episode.support_y[t].tolist()):
+            char = int(classes.characters[index.classes[t, label]])
+            assert decode(episode.support_x[t, i], int(index.rotations[t, label]))[0] == char
+
+
+def test_plain_episodes_still_mix_alphabets_and_keep_their_fixed_sets() -> None:
+    classes = alphabet_classes()
+    plain = EpisodeSampler(coded_images(), classes, 4, 1, 2)
+    within = EpisodeSampler(coded_images(), classes, 4, 1, 2, within_alphabet=True)
+    index = plain.sample_index(torch.Generator().manual_seed(0), 200)
+    assert (classes.alphabets[index.classes.numpy()] != classes.alphabets[index.classes.numpy()][:, :1]).any()
+    # the fixed sets of studies made before within_alphabet existed are unchanged: keyed as they were
+    import hashlib
+
+    key = b"split|4|1|2|7"
+    generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+    assert torch.equal(plain.fixed(30, seed=7).index.classes, plain.sample_index(generator, 30).classes)
+    assert not torch.equal(within.fixed(30, seed=7).index.classes, plain.fixed(30, seed=7).index.classes)
+    again = EpisodeSampler(coded_images(), classes, 4, 1, 2, within_alphabet=True).fixed(30, seed=7)
+    assert torch.equal(within.fixed(30, seed=7).index.classes, again.index.classes)
+
+
+def test_within_alphabet_names_the_largest_alphabet_when_ways_cannot_fit() -> None:
+    with pytest.raises(ConfigError) as info:
+        EpisodeSampler(coded_images(), alphabet_classes(), 13, 1, 1, "dev split", within_alphabet=True)
+    assert str(info.value) == ("task.ways=13 with task.within_alphabet: true, but the largest alphabet of the dev split "
+                               "has 12 classes; use at most 12 ways, or within_alphabet: false.")
+    EpisodeSampler(coded_images(), alphabet_classes(), 12, 1, 1, within_alphabet=True)  # exactly fits
+    bare = ClassSet(np.arange(CHARS), np.zeros(CHARS, dtype=np.int64), False)
+    with pytest.raises(ConfigError, match="carry no alphabets"):
+        EpisodeSampler(coded_images(), bare, 4, 1, 1, within_alphabet=True)

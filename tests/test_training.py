@@ -239,3 +239,26 @@ def test_an_interrupt_in_meta_train_yields_an_interrupted_end(monkeypatch: pytes
     end = records[-1]
     assert isinstance(end, End) and end.status == "interrupted" and isinstance(end.interrupt, Terminated)
     assert end.reason == "interrupted by SIGTERM after 2 iterations" and end.iterations == 2
+
+
+@pytest.mark.slow
+def test_lakes_one_shot_task_trains_and_scores_within_one_alphabet(tmp_path: Path, omniglot: Path) -> None:
+    """20-way 1-shot episodes within one alphabet, trained on the background alphabets, scored on the evaluation ones."""
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "lake.yaml"
+    config.write_text("name: lake\ndata: {protocol: lake}\ntask: {ways: 20, shots: 1, query: 1, within_alphabet: true}\n"
+                      "architecture: {blocks: 2, channels: 4}\nlearner: {strategy: fomaml, meta_batch: 2, test_steps: 1}\n"
+                      "budget: {iterations: 2}\nevaluation: {dev_episodes: 4, every: 100, batch: 4}\n")
+    cli = [sys.executable, "-m", "nas_meta.cli", "-q"]
+    done = subprocess.run([*cli, "train", str(config), "--out", str(tmp_path / "run"), "--data", str(omniglot)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = subprocess.run([*cli, "evaluate", str(tmp_path / "run"), "--split", "test", "--episodes", "8", "--data",
+                             str(omniglot)], capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    result = json.loads(scored.stdout)
+    assert (result["within_alphabet"], result["ways"], result["episodes"], result["protocol"]) == (True, 20, 8, "lake")
+    assert 0 <= result["accuracy"] <= 1

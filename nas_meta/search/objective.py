@@ -135,7 +135,7 @@ def _keep_learner(trial: optuna.Trial, result: Result, artifacts: FileSystemArti
 def adaptation_latency_ms(learner: BaseLearner, workspace: Workspace, config: TrainConfig) -> float:
     """Milliseconds to adapt to one dev episode and score its query set (mean of 3, after a warm-up)."""
     t = config.task
-    episode = next(iter(workspace.sampler("dev", t.ways, t.shots, t.query).fixed(1, config.evaluation.seed).batches(1)))
+    episode = next(iter(workspace.task_sampler("dev", t).fixed(1, config.evaluation.seed).batches(1)))
     learner.query_scores(episode)
     start = time.perf_counter()
     for _ in range(3):
@@ -146,7 +146,7 @@ def adaptation_latency_ms(learner: BaseLearner, workspace: Workspace, config: Tr
 def _report_per_task(trial: optuna.Trial, workspace: Workspace, config: TrainConfig, learner: BaseLearner) -> None:
     """Wilcoxon pruning: report the final per-dev-task losses one batch at a time, stopping when pruned."""
     t = config.task
-    fixed = workspace.sampler("dev", t.ways, t.shots, t.query).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
+    fixed = workspace.task_sampler("dev", t).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
     step = 0
     for episode in fixed.batches(10):
         losses, _ = learner.query_scores(episode)
