@@ -27,6 +27,21 @@ from . import task_batched
 Params = dict[str, Tensor]
 LearningRate = float | Mapping[str, Tensor]
 
+CHUNK_BYTES = 96 * 2**20
+"""On a CPU, the meta-batch is run in chunks of tasks whose first-layer activations (examples x channels x
+pixels, float32) stay near this size, the gradients summed over chunks: streaming one huge activation tensor
+through memory for every elementwise pass costs more than the extra kernel calls (measured in
+``benchmarks/task_chunks.py``: 5w1s keeps its 32 tasks in one chunk, 5w5s runs chunks of 10, 20w5s of 2)."""
+
+
+def tasks_per_chunk(tasks: int, examples_per_task: int, channels: int, pixels: int, device: torch.device) -> int:
+    """How many tasks of a meta-batch one pass handles: all of them on a GPU (where kernel launches, not memory
+    traffic, bound a step), else as many as :data:`CHUNK_BYTES` of first-layer activations hold (at least one)."""
+    if device.type != "cpu":
+        return tasks
+    per_task = examples_per_task * channels * pixels * 4
+    return max(1, min(tasks, CHUNK_BYTES // max(per_task, 1)))
+
 
 def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """Logits of ``model`` evaluated with ``params`` and ``buffers`` in place of its own tensors."""

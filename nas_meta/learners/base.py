@@ -16,7 +16,7 @@ from ..architectures import build_network, initialize
 from ..config import TrainConfig
 from ..episodes import Episode
 from ..errors import ConfigError
-from ..functional import InnerLoop, LearningRate, Params, batched_adapt, batched_query_loss
+from ..functional import InnerLoop, LearningRate, Params, batched_adapt, batched_query_loss, tasks_per_chunk
 
 
 class BaseLearner(nn.Module, abc.ABC):
@@ -28,6 +28,7 @@ class BaseLearner(nn.Module, abc.ABC):
 
     head_is_meta_learned = True
     trains = True
+    chunk_tasks: int | None = None  # tasks per pass of a meta-step; None: chosen by tasks_per_chunk
 
     def __init__(self, config: TrainConfig, label_space: int) -> None:
         super().__init__()
@@ -78,6 +79,15 @@ class BaseLearner(nn.Module, abc.ABC):
         body["head.weight"] = torch.zeros(ways, head.in_features, device=device)
         body["head.bias"] = torch.zeros(ways, device=device)
         return body
+
+    def task_chunk(self, episode: Episode) -> int:
+        """Tasks per pass of a meta-step (``chunk_tasks`` if set, else :func:`~nas_meta.functional.tasks_per_chunk`)."""
+        if self.chunk_tasks is not None:
+            return self.chunk_tasks
+        examples = int(episode.support_x.shape[1] + episode.query_x.shape[1])
+        pixels = int(episode.support_x.shape[-1] * episode.support_x.shape[-2])
+        return tasks_per_chunk(episode.tasks, examples, self.config.architecture.channels, pixels,
+                               episode.support_x.device)
 
     def inner_loop(self, steps: int, *, first_order: bool) -> InnerLoop:
         return InnerLoop(steps, self.inner_lr(), first_order)

@@ -29,18 +29,23 @@ def reference_meta_gradient(learner: MAML, episode, lr: float, steps: int, first
 
 @pytest.mark.parametrize(("strategy", "first_order"), [("maml", False), ("fomaml", True)])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_meta_step_gradient_equals_per_task_loop(strategy: str, first_order: bool, steps: int,
+@pytest.mark.parametrize("chunk", [None, 1, 3])  # the whole meta-batch at once, one task a pass, uneven chunks 3 + 1
+def test_meta_step_gradient_equals_per_task_loop(strategy: str, first_order: bool, steps: int, chunk: int | None,
                                                  device: torch.device) -> None:
     config = tiny_config(strategy, train_steps=steps)
     learner = get_learner(config, 10)
     assert isinstance(learner, MAML) and learner.first_order is first_order
     learner.init_params(torch.Generator().manual_seed(0))
     learner.to(device)
+    learner.chunk_tasks = chunk
     episode = tiny_episode(device=device)
     expected = reference_meta_gradient(learner, episode, 0.3, steps, first_order)
+    with torch.no_grad():
+        query_loss, _ = learner.query_scores(episode, steps=steps)  # the same adaptation, before the update
     before = {k: p.detach().clone() for k, p in learner.network.named_parameters()}
     metrics = learner.meta_step(episode, 0.0)
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["loss"] == pytest.approx(float(query_loss.mean()), rel=1e-5)  # the mean over every chunk's tasks
     for name, p in learner.network.named_parameters():
         assert p.grad is not None
         assert torch.allclose(p.grad, expected[name], atol=2e-5, rtol=1e-4), name
@@ -73,3 +78,24 @@ def test_unknown_strategy_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as info:
         get_learner(bad, 10)
     assert str(info.value) == f"learner.strategy='mamll' is not one of {sorted(LEARNERS)}."
+
+
+def test_tasks_per_chunk_keeps_a_gpu_batch_whole_and_sizes_cpu_chunks_by_activation_memory() -> None:
+    from nas_meta.functional import CHUNK_BYTES, tasks_per_chunk
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # a device object only: nothing is allocated
+    assert tasks_per_chunk(16, 200, 64, 28 * 28, gpu) == 16
+    per_task = 200 * 64 * 28 * 28 * 4  # 20w5s: 100 support + 100 query images
+    assert tasks_per_chunk(16, 200, 64, 28 * 28, cpu) == CHUNK_BYTES // per_task == 2
+    assert tasks_per_chunk(32, 10, 64, 28 * 28, cpu) == 32  # 5w1s, one query image: one chunk
+    assert tasks_per_chunk(32, 50, 64, 28 * 28, cpu) == 10  # 5w5s
+    assert tasks_per_chunk(4, 10**6, 64, 28 * 28, cpu) == 1  # never fewer than one task
+
+
+def test_episode_chunks_are_consecutive_views_covering_every_task() -> None:
+    episode = tiny_episode(tasks=7)
+    parts = list(episode.chunks(3))
+    assert [p.tasks for p in parts] == [3, 3, 1]
+    assert torch.equal(torch.cat([p.query_x for p in parts]), episode.query_x)
+    assert torch.equal(torch.cat([p.class_ids for p in parts]), episode.class_ids)
+    assert parts[1].support_x.data_ptr() == episode.support_x[3].data_ptr()  # a view, not a copy
