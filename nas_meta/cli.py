@@ -210,6 +210,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finalize(args: argparse.Namespace) -> int:
+    from .config import load_study_spec
+    from .finalize import finalize
+    from .resources import study_file
+
+    storage = _storage_from(args)  # checks the study file first
+    name = args.study_name or load_study_spec(study_file(args.study_file)).name
+    baselines = [b for b in args.baselines.split(",") if b]
+
+    def on_run(run: dict[str, object]) -> None:
+        logger.info("%s seed %s: test accuracy %.4f after %s iterations", run["method"], run["seed"],
+                    run["test_accuracy"], run["iterations"])
+
+    finalize(name, storage, args.out, budget_seconds=args.budget_seconds, top_k=args.top_k,
+             seeds=args.seeds, episodes=args.episodes, baselines=baselines, data=args.data, device=args.device,
+             on_run=on_run)
+    with open(f"{args.out}/finalize.md") as f:
+        print(f.read())
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from .dashboard import run_dashboard
 
@@ -419,6 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", required=True, help="folder to write the runs and tables in")
     _data_arg(cmp_)
     _device_arg(cmp_)
+
+    fin = _command(sub, "finalize", "retrain a study's best trials at a full budget, choose by dev loss, compare the "
+                   "chosen one with MAML and Reptile at that budget",
+                   "nas-meta finalize studies/omniglot-5w1s.yaml --top-k 5 --budget-seconds 900 --seeds 3 "
+                   "--out runs/finalize", _finalize)
+    fin.add_argument("study_file", metavar="STUDY", help="the study file (or a shipped study's name) whose trials to "
+                     "retrain; its storage and name unless --storage / --study-name say otherwise")
+    fin.add_argument("--study-name", type=_study_name, help="the study's name in the storage (default: the file's)")
+    _storage_arg(fin, "the study file's storage")
+    fin.add_argument("--top-k", type=_number(int, 1, 1000), default=5, help="best trials to retrain (default: 5)")
+    fin.add_argument("--budget-seconds", type=SECONDS, required=True, help="seconds of meta-training per run, for "
+                     "the candidates and the baselines alike (no iteration cap)")
+    fin.add_argument("--seeds", type=_number(int, 1, 1000), default=3, help="training seeds per config (default: 3)")
+    fin.add_argument("--episodes", type=COUNT, default=600, help="fixed test episodes (default: 600)")
+    fin.add_argument("--baselines", default="maml,reptile", help="comma-separated baseline names (default: maml,reptile)")
+    fin.add_argument("--out", required=True, help="folder to write the runs, the selection and the comparison in")
+    _data_arg(fin)
+    _device_arg(fin)
 
     dash = _command(sub, "dashboard", "serve optuna-dashboard on a study storage, read-only (localhost by default)",
                     "nas-meta dashboard studies/omniglot-5w1s.yaml --port 8080", _dashboard)

@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("search",),                            # space walk, objective, study set-up, workers
     ("report",),                            # views
     ("export", "compare", "dashboard"),
+    ("finalize",),                          # retrain a study's best at full budget, then compare
     ("api",),                               # the facade
     ("__init__",),                          # the package: re-exports the facade
     ("progress",),                          # the command line's progress bars
