@@ -72,6 +72,8 @@ Downsample = Literal["stride", "maxpool"]
 Norm = Literal["batch", "instance", "layer", "none"]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
 Head = Literal["mean", "flatten"]
+LearnerHead = Literal["fixed", "zero", "shared"]
+ANY_WAY_HEADS = ("maml", "fomaml")  # the strategies whose head can be zero or shared (pretrain, random: always zero)
 InitScheme = Literal["kaiming", "xavier", "orthogonal"]
 InnerOptimizer = Literal["sgd", "adam"]
 
@@ -137,6 +139,11 @@ class LearnerConfig:
     ``inner_lr``/``train_steps``/``test_steps`` drive adaptation (fine-tuning for ``pretrain`` and
     ``random``); ``outer_lr`` is the meta (or pre-training) Adam learning rate; ``meta_step`` is Reptile's
     initial outer step size, annealed linearly to 0; ``init`` is the weight initialization scheme.
+
+    ``head`` (MAML and first-order MAML): ``fixed`` meta-learns a ``task.ways``-way head, so the learner adapts to
+    that many ways only; ``zero`` starts every task from a zero head of the task's width and meta-learns the body
+    alone; ``shared`` meta-learns one weight vector and bias copied to every class (Ye & Chao, ICLR 2022). Both adapt
+    to any number of ways. (Pre-training and random init always fit a zero head.)
     """
 
     strategy: Strategy = "maml"
@@ -148,9 +155,13 @@ class LearnerConfig:
     inner_optimizer: InnerOptimizer = "sgd"
     meta_step: float = 1.0
     init: InitScheme = "kaiming"
+    head: LearnerHead = "fixed"
 
     def __post_init__(self) -> None:
         _check(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a number > 0")
+        _check(self.head == "fixed" or self.strategy in ANY_WAY_HEADS, "learner.head", self.head,
+               f"'fixed' for strategy {self.strategy!r} ('zero' and 'shared' are for {list(ANY_WAY_HEADS)}; pretrain "
+               "and random always fit a zero head)")
         _check(1 <= self.train_steps <= 1000, "learner.train_steps", self.train_steps, "an integer in [1, 1000]")
         _check(0 <= self.test_steps <= 10_000, "learner.test_steps", self.test_steps, "an integer in [0, 10000]")
         _check(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a number > 0")

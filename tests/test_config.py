@@ -211,7 +211,7 @@ def test_baseline_lookup_prefers_the_study_folder_and_names_what_exists(tmp_path
 
 TRAIN_FIELDS = "['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'seed']"
 LEARNER_FIELDS = ("['strategy', 'inner_lr', 'train_steps', 'test_steps', 'outer_lr', 'meta_batch', 'inner_optimizer', "
-                  "'meta_step', 'init']")
+                  "'meta_step', 'init', 'head']")
 EMPTY = "is empty; give a mapping of fields (an empty mapping {} takes every default)."
 STUDY_FIELDS = ("['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'search_space', "
                 "'objectives', 'sampler', 'pruner', 'storage', 'n_trials', 'timeout', 'baselines', 'seed']")
@@ -500,7 +500,7 @@ HOSTILE_SPACE = [
            "'architecture.channels', 'architecture.kernel', 'architecture.downsample', 'architecture.norm', "
            "'architecture.activation', 'architecture.head', 'learner.strategy', 'learner.inner_lr', "
            "'learner.train_steps', 'learner.test_steps', 'learner.outer_lr', 'learner.meta_batch', "
-           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init'].", "name-not-searchable"),
+           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head'].", "name-not-searchable"),
     _param("name: s\nparameters: [{name: learner.strategy, type: categorical, choices: [maml]}]\n"
            "fixed: {architecture.blocks: 99}\n",
            "fixed: architecture.blocks=99 is not allowed: expected an integer in [1, 8].", "fixed-out-of-range"),

@@ -262,3 +262,24 @@ def test_lakes_one_shot_task_trains_and_scores_within_one_alphabet(tmp_path: Pat
     result = json.loads(scored.stdout)
     assert (result["within_alphabet"], result["ways"], result["episodes"], result["protocol"]) == (True, 20, 8, "lake")
     assert 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_a_zero_head_learner_trained_at_5_ways_is_scored_at_20(tmp_path: Path, omniglot: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "zero.yaml"
+    config.write_text("name: zero\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {blocks: 2, channels: 4}\n"
+                      "learner: {strategy: maml, head: zero, meta_batch: 2, test_steps: 2}\n"
+                      "budget: {iterations: 2}\nevaluation: {dev_episodes: 4, every: 100, batch: 4}\n")
+    cli = [sys.executable, "-m", "nas_meta.cli", "-q"]
+    done = subprocess.run([*cli, "train", str(config), "--out", str(tmp_path / "run"), "--data", str(omniglot)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for ways in (20, 3):
+        scored = subprocess.run([*cli, "evaluate", str(tmp_path / "run"), "--ways", str(ways), "--episodes", "6",
+                                 "--data", str(omniglot)], capture_output=True, text=True, timeout=600)
+        assert scored.returncode == 0, scored.stderr[-2000:]
+        assert (json.loads(scored.stdout)["ways"], json.loads(scored.stdout)["episodes"]) == (ways, 6)

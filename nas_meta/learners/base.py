@@ -52,9 +52,14 @@ class BaseLearner(nn.Module, abc.ABC):
     def inner_lr(self) -> LearningRate:
         return self.config.learner.inner_lr
 
+    @property
+    def head_mode(self) -> str:
+        """``fixed`` (a meta-learned head of the training ways), ``zero`` or ``shared`` (any ways)."""
+        return "fixed" if self.head_is_meta_learned else "zero"
+
     def template(self, ways: int) -> nn.Module:
         """The module used as a function for ``ways``-way adaptation."""
-        if self.head_is_meta_learned:
+        if self.head_mode == "fixed":
             if ways != self.train_ways:
                 raise ConfigError(
                     f"ways={ways}: this {self.config.learner.strategy} learner meta-learned a "
@@ -70,15 +75,19 @@ class BaseLearner(nn.Module, abc.ABC):
     def starting_params(self, ways: int) -> Params:
         """Parameters adaptation starts from (meta-parameters; a zero head where the head is not meta-learned)."""
         params: Params = dict(self.network.named_parameters())
-        if self.head_is_meta_learned:
+        if self.head_mode == "fixed":
             return params
         body: Params = {k: v for k, v in params.items() if not k.startswith("head.")}
+        body.update(self.starting_head(ways))
+        return body
+
+    def starting_head(self, ways: int) -> Params:
+        """The ``head.weight``/``head.bias`` a ``ways``-way adaptation starts from where the head is not fixed: zeros."""
         head = self.template(ways).get_submodule("head")
         assert isinstance(head, nn.Linear)
         device = next(self.network.parameters()).device
-        body["head.weight"] = torch.zeros(ways, head.in_features, device=device)
-        body["head.bias"] = torch.zeros(ways, device=device)
-        return body
+        return {"head.weight": torch.zeros(ways, head.in_features, device=device),
+                "head.bias": torch.zeros(ways, device=device)}
 
     def task_chunk(self, episode: Episode) -> int:
         """Tasks per pass of a meta-step (``chunk_tasks`` if set, else :func:`~nas_meta.functional.tasks_per_chunk`)."""
