@@ -192,7 +192,7 @@ def meta_train(
     """Meta-train ``learner`` until the budget is spent, yielding typed records.
 
     Time is counted two ways: ``elapsed`` (wall clock since the start) and ``train_seconds`` (meta-training
-    only: dev scoring not counted). The seconds budget and ``eval_every_seconds`` use ``train_seconds``, so a
+    only: neither dev scoring nor the time the caller holds a record, e.g. to score test episodes, is counted). The seconds budget and ``eval_every_seconds`` use ``train_seconds``, so a
     learner that is slow to score is not cut short by its own evaluation.
 
     Records: a :class:`Step` every meta-iteration; a :class:`DevScore` every ``eval_every`` iterations (or
@@ -210,8 +210,16 @@ def meta_train(
     marks_scored = 0  # with eval_every_seconds: how many of its marks have been scored
     last_dev = -1
 
+    held_seconds = 0.0  # wall time the caller held the records yielded so far
+
     def train_seconds() -> float:
-        return time.perf_counter() - start - scoring_seconds
+        return time.perf_counter() - start - scoring_seconds - held_seconds
+
+    def hand_over(record: Step | DevScore) -> Iterator[Step | DevScore]:
+        nonlocal held_seconds
+        handed = time.perf_counter()
+        yield record
+        held_seconds += time.perf_counter() - handed
 
     def dev_score(step: int, final: bool) -> DevScore:
         nonlocal scoring_seconds
@@ -238,7 +246,7 @@ def meta_train(
             loss = metrics.get("loss")
             finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
             trained = train_seconds()
-            yield Step(iteration, time.perf_counter() - start, trained, metrics)
+            yield from hand_over(Step(iteration, time.perf_counter() - start, trained, metrics))
             if not finite:
                 status = "diverged"
                 reason = f"the meta-training loss became {loss} at iteration {iteration}" if loss is not None else (
@@ -256,13 +264,13 @@ def meta_train(
             if due:
                 last_dev = iteration
                 score = dev_score(step, final=False)
-                yield score
+                yield from hand_over(score)
                 if not math.isfinite(score.dev_loss):
                     status, reason = "diverged", f"the dev loss became {score.dev_loss} at iteration {iteration}"
                     break
         if dev is not None and last_dev != iteration and status != "diverged":
             final_step = iteration if eval_every_seconds is None else math.ceil(min(train_seconds(), seconds or math.inf))
-            yield dev_score(final_step, final=True)
+            yield from hand_over(dev_score(final_step, final=True))
     except KeyboardInterrupt as err:  # the learner trained so far is worth keeping: end the run, then re-raise above
         interrupt = err
         status = "interrupted"

@@ -86,6 +86,26 @@ def test_time_budget_stops_training(device: torch.device) -> None:
     assert 0 < end.iterations < 10**6
 
 
+def test_time_the_caller_holds_a_record_is_not_meta_training(device: torch.device) -> None:
+    """A caller that scores test episodes (or draws a progress bar) between records does not spend the budget."""
+    import time
+
+    learner = get_learner(tiny_config("fomaml"), 48)
+    learner.init_params(torch.Generator().manual_seed(0))
+    learner.to(device)
+    records = []
+    for record in meta_train(learner, synthetic_sampler(device=device), BudgetConfig(5, 60.0), meta_batch=2,
+                             generator=torch.Generator().manual_seed(1), dev=None):
+        records.append(record)
+        if isinstance(record, Step):
+            time.sleep(0.2)  # the caller's own work: 1 s over the run
+    end = records[-1]
+    assert isinstance(end, End) and end.status == "completed" and end.iterations == 5
+    assert end.elapsed - end.train_seconds >= 1.0  # the held time is in the wall clock only
+    steps = [r for r in records if isinstance(r, Step)]
+    assert steps[-1].train_seconds < steps[-1].elapsed - 0.8  # each step's train_seconds excludes earlier holds
+
+
 def test_divergence_stops_with_a_clear_status(device: torch.device) -> None:
     config = tiny_config("maml", inner_lr=1e30)
     records = run(config, iterations=50, device=device)
