@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import OutputKind, atomic_write, check_output_folder, save_result
 from .compare import compare
-from .config import (
+from .config import (  # argument checks
     MAX_ITERATIONS,
     PATH_OR_NONE,
     SHIPPED_BASELINES,
@@ -158,10 +158,10 @@ def _train(config: TrainConfig, data: str | Path | None, device: str, folder: Pa
 def _markdown(study: str, selection: pd.DataFrame, means: pd.Series, chosen: int, seconds: float, seeds: int,
               comparison: str) -> str:
     lines = [f"# Finalize {study}: the top {len(means)} trials retrained for {seconds:g} s each, {seeds} seed(s)", "",
-             "Chosen by the mean dev loss at the full budget (dev episodes only); the test episodes score the chosen "
-             "config once, beside the baselines trained with the same budget and seeds.", "",
-             "| trial | dev loss in the search | dev loss at the full budget (mean over seeds) | meta-iterations | "
-             "chosen |", "|---|---|---|---|---|"]
+             ("Chosen by the mean dev loss at the full budget (dev episodes only); the test episodes score the chosen "
+              "config once, beside the baselines trained with the same budget and seeds."), "",
+             ("| trial | dev loss in the search | dev loss at the full budget (mean over seeds) | meta-iterations | "
+              "chosen |"), "|---|---|---|---|---|"]
     for trial, mean in means.items():
         runs = selection[selection["trial"] == trial]
         lines.append(f"| {trial} | {runs['search_dev_loss'].iloc[0]:.4f} | {mean:.4f} | "

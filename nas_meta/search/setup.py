@@ -23,12 +23,12 @@ from ..config import (
     baseline_path,
     check_study_name,
     from_dict,
-    short,
     load_config,
     load_search_space,
     load_train_config,
     parse_yaml,
     resolve_relative,
+    short,
 )
 from ..errors import ConfigError
 from ..resources import study_file

@@ -25,10 +25,10 @@ import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..data import resolve_data_dir
-from ..errors import ConfigError, NasMetaError, StudyFinished, Terminated
-from ..runtime import check_interrupt, die_with_parent, resolve_device, tune_allocator
 from ..config import check_arguments, path_or_none, whole
+from ..data import resolve_data_dir
+from ..errors import NasMetaError, StudyFinished, Terminated
+from ..runtime import check_interrupt, die_with_parent, resolve_device, tune_allocator
 from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
 from ..studies import TrialAttr, counted_trials, trial_line
 from ..training import Record, load_workspace
