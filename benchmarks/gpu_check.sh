@@ -4,7 +4,8 @@
 #   (a) the engine and learner correctness tests on CUDA (float64 equivalence of both engines with the per-task loop,
 #       second-order MAML through several steps, batch norm);
 #   (b) the speed matrix on CUDA against learn2learn on the same GPU (benchmarks/matrix.py), then where a MAML step's
-#       time goes there: both engines side by side and the profiler's top operations (benchmarks/gpu_profile.py);
+#       time goes there: both engines side by side and the profiler's top operations (benchmarks/gpu_profile.py),
+#       and the whole step captured in a CUDA graph against eager (benchmarks/gpu_graphs.py);
 #   (c) MAML 5w1s, the paper's protocol (60,000 meta-iterations, meta-batch 32): trained as far as its time slot
 #       allows, timed, then scored on the 600 fixed test episodes, with the time the whole would take;
 #   (d) the smoke study with 1 and with 4 workers sharing the one GPU: trials per hour.
@@ -34,7 +35,7 @@ stage "card: $CARD; torch $("$PY" -c 'import torch; print(torch.__version__)'); 
 
 # (a) correctness on the device
 stage "(a) correctness tests on $DEVICE"
-NAS_META_TEST_DEVICE=$DEVICE timeout 60 "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
+NAS_META_TEST_DEVICE=$DEVICE timeout $( [ "$DRY" = 1 ] && echo 300 || echo 60 ) "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
   tests/test_functional.py tests/learners tests/test_architectures.py tests/test_bench.py 2>&1 | tail -3 | tee -a "$REPORT"
 
 # (b) the speed matrix, peers on the same device
@@ -43,17 +44,19 @@ if [ "$DRY" = 1 ]; then
   timeout 300 "$PY" benchmarks/matrix.py --dry-run --device cpu --cells 5w1s-so,reptile-5w1s --out "$OUT/matrix" \
     2>&1 | tail -4 | tee -a "$REPORT"
 else
-  timeout 150 "$PY" benchmarks/matrix.py --peer "$PY" --device cuda --rounds 1 --iters 5 --out "$OUT/matrix" \
+  timeout 140 "$PY" benchmarks/matrix.py --peer "$PY" --device cuda --rounds 1 --iters 5 --out "$OUT/matrix" \
     2>&1 | tail -12 | tee -a "$REPORT"
 fi
 stage "(b) where a MAML step's time goes on $DEVICE"
 timeout 45 "$PY" benchmarks/gpu_profile.py --device "$DEVICE" --out "$OUT/profile.json" \
   $( [ "$DRY" = 1 ] && echo --dry-run ) > "$OUT/profile.txt" 2>&1
 grep -E '^\||per step' "$OUT/profile.txt" | tee -a "$REPORT"
+stage "(b) the whole step in a CUDA graph against eager"
+timeout 30 "$PY" benchmarks/gpu_graphs.py --out "$OUT/graphs.json" 2>&1 | tail -12 | tee -a "$REPORT"
 
 # (c) the MAML paper protocol, as far as its time slot allows
 stage "(c) MAML 5w1s, paper protocol (60,000 meta-iterations, meta-batch 32)"
-if [ "$DRY" = 1 ]; then SLOT=5; ITERS=3; else SLOT=90; ITERS=60000; fi
+if [ "$DRY" = 1 ]; then SLOT=5; ITERS=3; else SLOT=80; ITERS=60000; fi
 timeout $((SLOT + 60)) "$PY" -m nas_meta.cli -q train studies/baselines/maml-5w1s.yaml --out "$OUT/maml-paper" \
   --device "$DEVICE" --set budget.iterations=$ITERS --set budget.seconds=$SLOT --set evaluation.every=100000 \
   $( [ "$DRY" = 1 ] && echo "--set learner.meta_batch=2 --set evaluation.dev_episodes=2" ) > "$OUT/maml-paper.json" 2>> "$REPORT"
@@ -73,10 +76,10 @@ stage "(d) smoke study, 1 and 4 workers on one $DEVICE"
 for workers in 1 4; do
   storage="journal:$OUT/smoke-$workers.journal"
   start=$(date +%s.%N)
-  timeout $( [ "$DRY" = 1 ] && echo 240 || echo 55 ) "$PY" -m nas_meta.cli -q search smoke --storage "$storage" \
+  timeout $( [ "$DRY" = 1 ] && echo 240 || echo 50 ) "$PY" -m nas_meta.cli -q search smoke --storage "$storage" \
     --workers $workers --device $( [ "$DRY" = 1 ] && echo cpu || echo auto ) \
     $( [ "$DRY" = 1 ] && echo "--n-trials 2 --set budget.iterations=2 --set evaluation.dev_episodes=2" \
-                       || echo "--n-trials 400 --timeout 30" ) \
+                       || echo "--n-trials 400 --timeout 25" ) \
     > "$OUT/smoke-$workers.json" 2>> "$REPORT"
   "$PY" - "$OUT/smoke-$workers.json" "$start" "$workers" <<'PY' | tee -a "$REPORT"
 import json, sys, time
