@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from timing import synchronize, timed
 
 from nas_meta import functional as fn
 from nas_meta.architectures import build_network
@@ -27,44 +27,39 @@ from nas_meta.runtime import resolve_device, tune_allocator
 SETTINGS = {"5w1s": (5, 1, 1, 32, 1), "20w5s": (20, 5, 5, 16, 5)}  # ways, shots, query, meta-batch, steps
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def make_step(setting: str, engine: str, first_order: bool, device: torch.device, meta_batch: int | None = None, *,
+              capturable: bool = False) -> tuple[Callable[[], torch.Tensor], list[torch.Tensor]]:
+    """A meta-step closure (batched query loss, backward, Adam) over fixed random episodes, and the meta-parameters.
 
-
-def make_step(setting: str, engine: str, first_order: bool, device: torch.device,
-              meta_batch: int | None = None) -> Callable[[], None]:
+    Its gradients are set to None before each backward, so the step can also be captured in a CUDA graph
+    (``capturable``: Adam keeps its step count on the device).
+    """
     ways, shots, query, batch, steps = SETTINGS[setting]
     batch = meta_batch or batch
     torch.manual_seed(0)
     net = build_network(ArchConfig(), ways, 28).to(device)
     params = dict(net.named_parameters())
-    optimizer = torch.optim.Adam(params.values(), lr=1e-3)
+    optimizer = torch.optim.Adam(params.values(), lr=1e-3, capturable=capturable)
     support_x = torch.rand(batch, ways * shots, 1, 28, 28, device=device)
     query_x = torch.rand(batch, ways * query, 1, 28, 28, device=device)
     support_y = torch.arange(ways, device=device).repeat_interleave(shots).expand(batch, -1).contiguous()
     query_y = torch.arange(ways, device=device).repeat_interleave(query).expand(batch, -1).contiguous()
     adapt = fn.InnerLoop(steps, 0.4, first_order)
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         losses, _ = fn.batched_query_loss(net, params, {}, support_x, support_y, query_x, query_y, adapt=adapt,
                                           engine=engine)  # type: ignore[arg-type]
-        losses.mean().backward()
+        loss = losses.mean()
+        loss.backward()
         optimizer.step()
+        return loss.detach()
 
-    return step
+    return step, list(params.values())
 
 
-def rate(step: Callable[[], None], iters: int, device: torch.device) -> float:
-    for _ in range(2):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync(device)
-    return iters / (time.perf_counter() - start)
+def rate(step: Callable[[], object], iters: int, device: torch.device) -> float:
+    return iters / timed(step, iters, device, warmup=2)
 
 
 def main() -> None:
@@ -85,7 +80,7 @@ def main() -> None:
             rates: dict[str, float] = {}
             for engine in ("tasks", "vmap"):
                 try:
-                    rates[engine] = rate(make_step(setting, engine, first_order, device, meta_batch), iters, device)
+                    rates[engine] = rate(make_step(setting, engine, first_order, device, meta_batch)[0], iters, device)
                 except Exception as error:  # noqa: BLE001  a failing engine is a result to report, not a stop
                     print(f"{setting} {engine}: {type(error).__name__}: {error}"[:300], flush=True)
             order = "first" if first_order else "second"
@@ -94,17 +89,17 @@ def main() -> None:
             ratio = f"{rates['tasks'] / rates['vmap']:.2f}x" if len(rates) == 2 else "-"
             print(f"| {setting} | {order} | {rates.get('tasks', float('nan')):.1f} | "
                   f"{rates.get('vmap', float('nan')):.1f} | {ratio} |", flush=True)
-    step = make_step("5w1s", "auto", False, device, meta_batch)
-    for _ in range(2):
+    step, _ = make_step("5w1s", "auto", False, device, meta_batch)
+    for _ in range(2):  # warm-up, not profiled
         step()
-    sync(device)
+    synchronize(device)
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
     profiled = 1 if args.dry_run else 5
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(profiled):
             step()
-        sync(device)
+        synchronize(device)
     averages = prof.key_averages()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = averages.table(sort_by=sort, row_limit=15, max_name_column_width=50)

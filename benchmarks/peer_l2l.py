@@ -10,10 +10,10 @@ Run it with a Python that has learn2learn (``bash ../shared/bench/setup_peer.sh`
 
 import argparse
 import json
-import time
 
 import learn2learn as l2l
 import torch
+from timing import timed
 
 p = argparse.ArgumentParser()
 p.add_argument("--ways", type=int, default=5)
@@ -54,19 +54,7 @@ def meta_iter() -> None:
     opt.step()
 
 
-def sync() -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-for _ in range(a.warmup):
-    meta_iter()
-sync()
-t0 = time.perf_counter()
-for _ in range(a.iters):
-    meta_iter()
-sync()
-dt = time.perf_counter() - t0
+dt = timed(meta_iter, a.iters, device, warmup=a.warmup)
 print(json.dumps({"impl": "learn2learn-" + l2l.__version__, "algorithm": "metasgd" if a.metasgd else "maml",
                   "first_order": a.first_order, "ways": a.ways, "shots": a.shots, "query": q, "meta_batch": a.meta_batch,
                   "steps": a.steps, "device": str(device), "meta_iters_per_s": a.iters / dt,

@@ -7,9 +7,9 @@ MAML paper's Omniglot network and synthetic episodes; prints meta-iterations per
 
 import argparse
 import json
-import time
 
 import torch
+from timing import timed
 from torch import nn
 
 
@@ -61,18 +61,7 @@ def main() -> None:
             for w, w0, w1 in zip(model.parameters(), start, new):
                 w.copy_(w0 + epsilon * (w1 - w0))
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(a.warmup):
-        meta_iter()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(a.iters):
-        meta_iter()
-    sync()
-    dt = time.perf_counter() - t0
+    dt = timed(meta_iter, a.iters, device, warmup=a.warmup)
     print(json.dumps({"impl": "reptile-per-task-loop", "ways": a.ways, "shots": a.shots, "query": a.query,
                       "meta_batch": a.meta_batch, "steps": a.steps, "device": str(device),
                       "meta_iters_per_s": a.iters / dt, "tasks_per_s": a.iters * a.meta_batch / dt}))
