@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from .config import TrainConfig, dump_yaml, read_yaml, train_config_from_dict
 from .errors import CheckpointError, ConfigError
 from .runtime import public_mode
-from .training import Result
+from .training import Record, Result
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,19 @@ def save_result(folder: str | Path, result: Result) -> Result:
     """Save the learner of a finished :func:`nas_meta.training.train_iter` run; the returned record names the folder."""
     path = save_learner(folder, result.config, result.learner.state_dict(), result.metrics.to_dict())
     return dataclasses.replace(result, path=path)
+
+
+def train_to_folder(records: Iterable[Record], folder: str | Path) -> Result:
+    """Run a :func:`nas_meta.training.train_iter` generator to its end and save its learner in ``folder``.
+
+    An interrupt ends the run with the learner trained so far saved, then propagates from here.
+    """
+    result: Result | None = None
+    for record in records:
+        if isinstance(record, Result):
+            result = save_result(folder, record)
+    assert result is not None
+    return result
 
 
 def _json_default(value: object) -> object:

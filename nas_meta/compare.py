@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checkpoint import OutputKind, atomic_write, check_output_folder, save_result
+from .checkpoint import OutputKind, atomic_write, check_output_folder, train_to_folder
 from .config import (
     MAX_ITERATIONS,
     PATH_OR_NONE,
@@ -32,7 +32,7 @@ from .config import (
 from .errors import ConfigError
 from .report import comparison_figure, figures_html
 from .runtime import resolve_device
-from .training import Result, evaluate, load_workspace, mean_ci95, train_iter
+from .training import evaluate, load_workspace, mean_ci95, train_iter
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,8 @@ def compare(
     for method, config in methods.items():
         for seed in range(seeds):
             run_config = dataclasses.replace(config, budget=budget, seed=seed)
-            result: Result | None = None
-            for record in train_iter(run_config, device=device, workspace=workspace):  # an interrupt stops here
-                if isinstance(record, Result):
-                    result = save_result(out / _slug(method) / f"seed-{seed}", record)
-            assert result is not None
+            result = train_to_folder(train_iter(run_config, device=device, workspace=workspace),
+                                     out / _slug(method) / f"seed-{seed}")  # an interrupt stops here
             scores = evaluate(result.learner, test, batch=run_config.evaluation.batch)
             per_episode[method].append(scores.per_episode_accuracy)
             metrics = result.metrics

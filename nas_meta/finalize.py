@@ -22,23 +22,24 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import OutputKind, atomic_write, check_output_folder, save_result
+from .checkpoint import OutputKind, atomic_write, check_output_folder, train_to_folder
 from .compare import compare
 from .config import (  # argument checks
     MAX_ITERATIONS,
     PATH_OR_NONE,
     SHIPPED_BASELINES,
     BudgetConfig,
-    TrainConfig,
+    DataConfig,
     baseline_path,
     check_arguments,
     path_or_none,
     whole,
 )
 from .errors import ConfigError
+from .runtime import resolve_device
 from .storage import StorageHandle
 from .studies import existing_study, trial_config
-from .training import Result, train_iter
+from .training import Workspace, load_workspace, train_iter
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,18 @@ def finalize(
         for name in baselines:
             baseline_path(name, config.task.ways, config.task.shots, [SHIPPED_BASELINES], field_name="--baselines")
     budget = BudgetConfig(iterations=MAX_ITERATIONS, seconds=float(budget_seconds))
+    torch_device = resolve_device(device)
+    workspaces: dict[DataConfig, Workspace] = {}  # Omniglot loaded once for the trials that share its settings
     rows: list[dict[str, Any]] = []
     for trial in trials:
+        config = configs[trial.number]
+        if config.data not in workspaces:
+            workspaces[config.data] = load_workspace(config, data, torch_device)
         for seed in range(seeds):
-            result = _train(dataclasses.replace(configs[trial.number], budget=budget, seed=seed), data, device,
-                            out / "candidates" / f"trial-{trial.number}" / f"seed-{seed}")
+            result = train_to_folder(
+                train_iter(dataclasses.replace(config, budget=budget, seed=seed), device=device,
+                           workspace=workspaces[config.data]),  # an interrupt stops here
+                out / "candidates" / f"trial-{trial.number}" / f"seed-{seed}")
             metrics = result.metrics
             row = {"trial": trial.number, "seed": seed, "search_dev_loss": trial.values[0],
                    "dev_loss": metrics.dev_loss if metrics.dev_loss is not None else math.nan,
@@ -144,15 +152,6 @@ def finalize(
     atomic_write(out / "finalize.md", _markdown(study.study_name, selection, means, chosen, budget_seconds, seeds,
                                                 (out / "compare" / "comparison.md").read_text()).encode())
     return {"chosen_trial": chosen, "selection": selection.to_dict("records"), "comparison": table.to_dict("records")}
-
-
-def _train(config: TrainConfig, data: str | Path | None, device: str, folder: Path) -> Result:
-    result: Result | None = None
-    for record in train_iter(config, data=data, device=device):  # an interrupt stops here
-        if isinstance(record, Result):
-            result = save_result(folder, record)
-    assert result is not None
-    return result
 
 
 def _markdown(study: str, selection: pd.DataFrame, means: pd.Series, chosen: int, seconds: float, seeds: int,
