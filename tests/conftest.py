@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,12 @@ from nas_meta.config import ArchConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_VARIABLE = "NAS_META_TEST_DEVICE"
+
+
+def nas_meta_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m nas_meta.cli ARGS`` as a user would, capturing its output (never raising on its exit status)."""
+    return subprocess.run([sys.executable, "-m", "nas_meta.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def omniglot_dir() -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from nas_meta.cli import build_parser
+from tests.conftest import nas_meta_cli
 
 TINY = """
 name: tiny-{strategy}
@@ -26,10 +27,6 @@ budget: {{iterations: {iterations}}}
 evaluation: {{dev_episodes: 20, every: 20}}
 seed: 3
 """
-
-
-def nas_meta_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nas_meta.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

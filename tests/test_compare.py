@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from nas_meta.compare import check_compare_target, compare, paired_difference
 from nas_meta.config import MAX_ITERATIONS, BudgetConfig, TrainConfig
 from nas_meta.errors import ConfigError, DataError
-from tests.conftest import snapshot
+from tests.conftest import nas_meta_cli, snapshot
 
 
 def accuracies(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +65,8 @@ def test_compare_writes_paired_table(tmp_path: Path, omniglot: Path) -> None:
     config.write_text("name: cand\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {channels: 16}\n"
                       "learner: {strategy: fomaml, meta_batch: 4, test_steps: 3}\nbudget: {iterations: 3}\n"
                       "evaluation: {dev_episodes: 5, every: 100}\n")
-    done = subprocess.run([sys.executable, "-m", "nas_meta.cli", "compare", str(config), "--seeds", "2", "--episodes",
-                           "30", "--out", str(tmp_path / "cmp"), "--data", str(omniglot)],
-                          check=False, capture_output=True, text=True, timeout=900)
+    done = nas_meta_cli("compare", str(config), "--seeds", "2", "--episodes", "30", "--out", str(tmp_path / "cmp"),
+                        "--data", str(omniglot), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(table["strategy"]) == ["fomaml", "maml", "reptile"]
@@ -238,9 +235,8 @@ def test_compare_with_a_seconds_budget_trains_every_method_for_those_seconds(tmp
     config.write_text("name: cand\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {channels: 16}\n"
                       "learner: {strategy: fomaml, meta_batch: 4, test_steps: 3}\nbudget: {iterations: 2}\n"
                       "evaluation: {dev_episodes: 5, every: 100}\n")
-    done = subprocess.run([sys.executable, "-m", "nas_meta.cli", "compare", str(config), "--seeds", "1", "--episodes",
-                           "10", "--budget-seconds", "2", "--out", str(tmp_path / "cmp"), "--data", str(omniglot)],
-                          check=False, capture_output=True, text=True, timeout=900)
+    done = nas_meta_cli("compare", str(config), "--seeds", "1", "--episodes", "10", "--budget-seconds", "2", "--out",
+                        str(tmp_path / "cmp"), "--data", str(omniglot), timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
     assert (runs["status"] == "time_budget").all() and (runs["train_seconds"] >= 2).all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,7 +14,7 @@ from nas_meta.config import load_train_config
 from nas_meta.errors import ConfigError
 from nas_meta.finalize import check_finalize_target, finalize, top_trials
 from nas_meta.studies import TrialAttr
-from tests.conftest import snapshot
+from tests.conftest import nas_meta_cli, snapshot
 from tests.helpers_study import make_study, search_command
 
 CONFIG = "name: cand\ntask: {ways: 5, shots: 1, query: 2}\n"
@@ -81,10 +80,9 @@ def test_finalize_retrains_the_best_trials_chooses_by_dev_loss_and_compares(tmp_
     storage = f"journal:{tmp_path / 'study.journal'}"
     searched = subprocess.run(search_command(study, storage, omniglot), capture_output=True, text=True, timeout=900)
     assert searched.returncode == 0, searched.stderr[-2000:]
-    cli = [sys.executable, "-m", "nas_meta.cli", "-q", "finalize", str(study), "--storage", storage, "--top-k", "2",
-           "--budget-seconds", "1.5", "--seeds", "2", "--episodes", "10", "--out", str(tmp_path / "fin"),
-           "--data", str(omniglot), "--device", "cpu"]
-    done = subprocess.run(cli, capture_output=True, text=True, timeout=900)
+    done = nas_meta_cli("-q", "finalize", str(study), "--storage", storage, "--top-k", "2", "--budget-seconds", "1.5",
+                        "--seeds", "2", "--episodes", "10", "--out", str(tmp_path / "fin"), "--data", str(omniglot),
+                        "--device", "cpu", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))

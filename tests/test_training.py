@@ -28,6 +28,7 @@ from nas_meta.training import (
     meta_train,
     train_iter,
 )
+from tests.conftest import nas_meta_cli
 from tests.learners.helpers import tiny_config
 from tests.search.helpers import synthetic_workspace
 
@@ -265,19 +266,15 @@ def test_an_interrupt_in_meta_train_yields_an_interrupted_end(monkeypatch: pytes
 def test_lakes_one_shot_task_trains_and_scores_within_one_alphabet(tmp_path: Path, omniglot: Path) -> None:
     """20-way 1-shot episodes within one alphabet, trained on the background alphabets, scored on the evaluation ones."""
     import json
-    import subprocess
-    import sys
 
     config = tmp_path / "lake.yaml"
     config.write_text("name: lake\ndata: {protocol: lake}\ntask: {ways: 20, shots: 1, query: 1, within_alphabet: true}\n"
                       "architecture: {blocks: 2, channels: 4}\nlearner: {strategy: fomaml, meta_batch: 2, test_steps: 1}\n"
                       "budget: {iterations: 2}\nevaluation: {dev_episodes: 4, every: 100, batch: 4}\n")
-    cli = [sys.executable, "-m", "nas_meta.cli", "-q"]
-    done = subprocess.run([*cli, "train", str(config), "--out", str(tmp_path / "run"), "--data", str(omniglot)],
-                          capture_output=True, text=True, timeout=600)
+    done = nas_meta_cli("-q", "train", str(config), "--out", str(tmp_path / "run"), "--data", str(omniglot))
     assert done.returncode == 0, done.stderr[-2000:]
-    scored = subprocess.run([*cli, "evaluate", str(tmp_path / "run"), "--split", "test", "--episodes", "8", "--data",
-                             str(omniglot)], capture_output=True, text=True, timeout=600)
+    scored = nas_meta_cli("-q", "evaluate", str(tmp_path / "run"), "--split", "test", "--episodes", "8", "--data",
+                          str(omniglot))
     assert scored.returncode == 0, scored.stderr[-2000:]
     result = json.loads(scored.stdout)
     assert (result["within_alphabet"], result["ways"], result["episodes"], result["protocol"]) == (True, 20, 8, "lake")
@@ -287,19 +284,15 @@ def test_lakes_one_shot_task_trains_and_scores_within_one_alphabet(tmp_path: Pat
 @pytest.mark.slow
 def test_a_zero_head_learner_trained_at_5_ways_is_scored_at_20(tmp_path: Path, omniglot: Path) -> None:
     import json
-    import subprocess
-    import sys
 
     config = tmp_path / "zero.yaml"
     config.write_text("name: zero\ntask: {ways: 5, shots: 1, query: 2}\narchitecture: {blocks: 2, channels: 4}\n"
                       "learner: {strategy: maml, head: zero, meta_batch: 2, test_steps: 2}\n"
                       "budget: {iterations: 2}\nevaluation: {dev_episodes: 4, every: 100, batch: 4}\n")
-    cli = [sys.executable, "-m", "nas_meta.cli", "-q"]
-    done = subprocess.run([*cli, "train", str(config), "--out", str(tmp_path / "run"), "--data", str(omniglot)],
-                          capture_output=True, text=True, timeout=600)
+    done = nas_meta_cli("-q", "train", str(config), "--out", str(tmp_path / "run"), "--data", str(omniglot))
     assert done.returncode == 0, done.stderr[-2000:]
     for ways in (20, 3):
-        scored = subprocess.run([*cli, "evaluate", str(tmp_path / "run"), "--ways", str(ways), "--episodes", "6",
-                                 "--data", str(omniglot)], capture_output=True, text=True, timeout=600)
+        scored = nas_meta_cli("-q", "evaluate", str(tmp_path / "run"), "--ways", str(ways), "--episodes", "6",
+                              "--data", str(omniglot))
         assert scored.returncode == 0, scored.stderr[-2000:]
         assert (json.loads(scored.stdout)["ways"], json.loads(scored.stdout)["episodes"]) == (ways, 6)
