@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from nas_meta.config import MAX_ITERATIONS, BudgetConfig, TrainConfig, load_train_config
-from nas_meta.training import End, Step, build_learner, evaluate, load_workspace, meta_train
+from nas_meta.config import MAX_ITERATIONS, BudgetConfig, DataConfig, TrainConfig, load_train_config
+from nas_meta.training import End, Step, Workspace, build_learner, evaluate, load_workspace, meta_train
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {  # test accuracy (%), 5w1s / 5w5s / 20w1s / 20w5s
@@ -53,11 +53,10 @@ def run_config(setting: str, strategy: str) -> TrainConfig:
     return dataclasses.replace(base, name=f"{strategy}-{setting}", learner=learner)
 
 
-def curve(config: TrainConfig, seconds: float, every: float, episodes: int, data: str | None,
+def curve(config: TrainConfig, seconds: float, every: float, episodes: int, workspace: Workspace,
           device: torch.device) -> dict[str, Any]:
     """Meta-train ``config`` for ``seconds``, scoring the fixed test episodes every ``every`` seconds of training."""
     config = dataclasses.replace(config, budget=BudgetConfig(iterations=MAX_ITERATIONS, seconds=seconds))
-    workspace = load_workspace(config, data, device)
     learner = build_learner(config, workspace.splits["train"].label_space, device, seed=config.seed)
     test = workspace.task_sampler("test", config.task).fixed(episodes, config.evaluation.seed)
     points: list[dict[str, float]] = []
@@ -138,6 +137,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
+    device = torch.device(args.device)
+    workspaces: dict[DataConfig, Workspace] = {}
     for setting in args.settings.split(","):
         for strategy in args.strategies.split(","):
             config = run_config(setting, strategy)
@@ -147,7 +148,9 @@ def main() -> None:
                     learner=dataclasses.replace(config.learner, meta_batch=2, test_steps=1),
                     evaluation=dataclasses.replace(config.evaluation, batch=4))
             print(f"{setting} {strategy}: {seconds / 60:.1f} min", flush=True)
-            run = curve(config, seconds, every, episodes, args.data, torch.device(args.device))
+            if config.data not in workspaces:  # Omniglot loaded once per data setting, not once per run
+                workspaces[config.data] = load_workspace(config, args.data, device)
+            run = curve(config, seconds, every, episodes, workspaces[config.data], device)
             runs[f"{setting}-{strategy}"] = run
             (out / f"{setting}-{strategy}.json").write_text(json.dumps(run, indent=2))
             (out / "quality_matrix.md").write_text(table(runs) + "\n")  # after every run: a stopped run keeps these
