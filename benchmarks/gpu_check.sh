@@ -13,6 +13,8 @@
 #   device run --carry .whl .data -- 'bash benchmarks/gpu_check.sh /tmp/gpu; cp /tmp/gpu/gpu-*.md "$OUT"; \
 #     tar czf "$OUT/gpu.tgz" -C /tmp gpu'   (the device tool returns at most 8 files)
 # In CI: `bash benchmarks/gpu_check.sh --dry-run OUT` runs every stage on the CPU with tiny sizes, so it cannot rot.
+# GPU_CHECK_STAGES (default "a b c d") picks stages, e.g. "a c d" after (b) was measured on this card; PAPER_SECONDS
+# (default 80) is (c)'s training slot: 330 lets a CUDA-graphed 5w1s run do all 60,000 iterations on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -30,15 +32,20 @@ if [ "$DRY" = 1 ]; then DEVICE=cpu; else DEVICE=cuda; fi
 CARD=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-') if torch.cuda.is_available() else 'cpu')")
 REPORT="$OUT/gpu-$CARD.md"
 stage() { echo "== $*" | tee -a "$REPORT"; }
+STAGES=${GPU_CHECK_STAGES:-a b c d}
+wanted() { [[ " $STAGES " == *" $1 "* ]]; }
 : > "$REPORT"
 stage "card: $CARD; torch $("$PY" -c 'import torch; print(torch.__version__)'); $(date -u +%FT%TZ); dry run: $DRY"
 
 # (a) correctness on the device
+if wanted a; then
 stage "(a) correctness tests on $DEVICE"
 NAS_META_TEST_DEVICE=$DEVICE timeout $( [ "$DRY" = 1 ] && echo 300 || echo 60 ) "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
   tests/test_functional.py tests/learners tests/test_architectures.py tests/test_bench.py 2>&1 | tail -3 | tee -a "$REPORT"
+fi
 
 # (b) the speed matrix, peers on the same device
+if wanted b; then
 stage "(b) speed matrix on $DEVICE"
 if [ "$DRY" = 1 ]; then
   timeout 300 "$PY" benchmarks/matrix.py --dry-run --device cpu --cells 5w1s-so,reptile-5w1s --out "$OUT/matrix" \
@@ -52,11 +59,16 @@ timeout 45 "$PY" benchmarks/gpu_profile.py --device "$DEVICE" --out "$OUT/profil
   $( [ "$DRY" = 1 ] && echo --dry-run ) > "$OUT/profile.txt" 2>&1
 grep -E '^\||per step' "$OUT/profile.txt" | tee -a "$REPORT"
 stage "(b) the whole step in a CUDA graph against eager"
-timeout 30 "$PY" benchmarks/gpu_graphs.py --out "$OUT/graphs.json" 2>&1 | tail -12 | tee -a "$REPORT"
+timeout 30 "$PY" benchmarks/gpu_graphs.py --out "$OUT/graphs.json" 2>&1 | tail -16 | tee -a "$REPORT"
+stage "(b) building a meta-batch of real Omniglot episodes on $DEVICE (the host's share of a graphed step)"
+timeout 60 "$PY" benchmarks/gpu_episodes.py --device "$DEVICE" --iters $( [ "$DRY" = 1 ] && echo 3 || echo 200 ) \
+  --out "$OUT/episodes.json" 2>&1 | tail -14 | tee -a "$REPORT"
+fi
 
 # (c) the MAML paper protocol, as far as its time slot allows
+if wanted c; then
 stage "(c) MAML 5w1s, paper protocol (60,000 meta-iterations, meta-batch 32)"
-if [ "$DRY" = 1 ]; then SLOT=5; ITERS=3; else SLOT=80; ITERS=60000; fi
+if [ "$DRY" = 1 ]; then SLOT=5; ITERS=3; else SLOT=${PAPER_SECONDS:-80}; ITERS=60000; fi
 timeout $((SLOT + 60)) "$PY" -m nas_meta.cli -q train studies/baselines/maml-5w1s.yaml --out "$OUT/maml-paper" \
   --device "$DEVICE" --set budget.iterations=$ITERS --set budget.seconds=$SLOT --set evaluation.every=100000 \
   $( [ "$DRY" = 1 ] && echo "--set learner.meta_batch=2 --set evaluation.dev_episodes=2" ) > "$OUT/maml-paper.json" 2>> "$REPORT"
@@ -70,8 +82,10 @@ PY
 timeout 45 "$PY" -m nas_meta.cli -q evaluate "$OUT/maml-paper" --device "$DEVICE" \
   --episodes $( [ "$DRY" = 1 ] && echo 4 || echo 600 ) > "$OUT/maml-paper-test.json" 2>> "$REPORT" \
   && "$PY" -c "import json; r = json.load(open('$OUT/maml-paper-test.json')); print(f\"test accuracy {100*r['accuracy']:.2f}% ± {100*r['accuracy_ci95']:.2f} ({r['episodes']} episodes)\")" | tee -a "$REPORT"
+fi
 
 # (d) the smoke study with 1 and 4 workers on the one device: trials per hour
+if wanted d; then
 stage "(d) smoke study, 1 and 4 workers on one $DEVICE"
 for workers in 1 4; do
   storage="journal:$OUT/smoke-$workers.journal"
@@ -87,5 +101,6 @@ s = json.load(open(sys.argv[1])); seconds = time.time() - float(sys.argv[2])
 print(f"{sys.argv[3]} worker(s): {s['trials']} trials in {seconds:.0f} s = {3600 * s['trials'] / seconds:.0f} trials/hour")
 PY
 done
+fi
 stage "done"
 cat "$REPORT"

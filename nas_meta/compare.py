@@ -146,13 +146,13 @@ def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarr
     rows = []
     candidate = next(iter(methods))
     cand_mean = np.mean(per_episode[candidate], axis=0)
-    for method in methods:
+    for method, config in methods.items():
         episode_mean = np.mean(per_episode[method], axis=0)  # each episode's accuracy, averaged over seeds
         acc, ci = mean_ci95(episode_mean)
         seed_means = [float(a.mean()) for a in per_episode[method]]
         mine = [r for r in runs if r["method"] == method]
         row: dict[str, Any] = {
-            "method": method, "strategy": methods[method].learner.strategy,
+            "method": method, "strategy": config.learner.strategy,
             "test_accuracy": acc, "test_accuracy_ci95": ci,
             "seed_std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else math.nan,
             "parameters": mine[0]["parameters"], "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),

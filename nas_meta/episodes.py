@@ -130,14 +130,23 @@ class EpisodeSampler:
     def device(self) -> torch.device:
         return self._images.device
 
-    def sample_index(self, generator: torch.Generator, tasks: int) -> EpisodeIndex:
-        """Draw the indices of ``tasks`` episodes (classes without replacement, drawings without replacement)."""
+    def sample_index(self, generator: torch.Generator, tasks: int, *, full_sort: bool = False) -> EpisodeIndex:
+        """Draw the indices of ``tasks`` episodes (classes without replacement, drawings without replacement).
+
+        A task's classes are those with the ``ways`` smallest of one random key per class. ``full_sort`` finds them
+        by sorting every key, as the fixed dev and test sets always have (so they stay the sets of earlier
+        versions); otherwise by ``topk``: the same uniform draw, 10-25x less host time for a meta-batch (on a GPU
+        the host's share of a step), equal to the sorted draw except where two float32 keys tie.
+        """
         n_classes = len(self.classes)
         keys = torch.rand(tasks, n_classes, generator=generator)
         if self.within_alphabet:  # the chosen alphabet's classes sort first: ways of them are drawn at random
             alphabet = self._alphabets[torch.randint(0, len(self._alphabets), (tasks,), generator=generator)]
             keys += (self._class_alphabet[None, :] != alphabet[:, None]).to(keys.dtype) * 2
-        classes = keys.argsort(dim=1)[:, : self.ways]
+        if full_sort:
+            classes = keys.argsort(dim=1)[:, : self.ways]
+        else:
+            classes = keys.topk(self.ways, dim=1, largest=False).indices
         if self.classes.random_rotation:
             rotations = torch.randint(0, 4, (tasks, self.ways), generator=generator)
         else:
@@ -173,7 +182,7 @@ class EpisodeSampler:
         within = "|within-alphabet" if self.within_alphabet else ""  # the sets of earlier studies stay as they were
         key = f"{self.split}|{self.ways}|{self.shots}|{self.query}|{seed}{within}".encode()
         generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
-        return FixedEpisodes(self, self.sample_index(generator, episodes))
+        return FixedEpisodes(self, self.sample_index(generator, episodes, full_sort=True))
 
 
 @dataclass(frozen=True)

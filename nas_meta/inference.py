@@ -158,7 +158,7 @@ class TrainedLearner:
             hint = " (color images? give grayscale drawings)" if arrays.ndim == 4 and arrays.shape[-1] in (3, 4) else ""
             raise ValueError(f"{name} must be one image (H, W) or a batch (n, H, W) or (n, 1, H, W), but got shape "
                              f"{given}{hint}.")
-        n, height, width = arrays.shape
+        _, height, width = arrays.shape
         size = self.image_size
         if np.issubdtype(arrays.dtype, np.floating):
             if (height, width) != (size, size):

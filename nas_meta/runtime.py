@@ -72,6 +72,26 @@ def resolve_device(spec: str = "auto") -> torch.device:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+def env_flag(name: str, default: bool = True) -> bool:
+    """The on/off setting in environment variable ``name`` (unset or empty: ``default``).
+
+    Raises:
+        ConfigError: the value is not 1/0, true/false, yes/no or on/off (any case).
+    """
+    setting = os.environ.get(name, "").strip().lower()
+    if setting == "":
+        return default
+    if setting not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name}={setting!r} is not allowed: expected 1/0 (or true/false, yes/no, on/off).")
+    return setting in ("1", "true", "yes", "on")
+
+
+def cuda_graphs_enabled() -> bool:
+    """Whether meta-steps on a CUDA device may be captured in CUDA graphs (:mod:`nas_meta.cuda_graphs`):
+    ``NAS_META_CUDA_GRAPHS``, on unless set to 0/false/no/off."""
+    return env_flag("NAS_META_CUDA_GRAPHS")
+
+
 @functools.cache
 def tune_allocator() -> bool:
     """Keep freed tensor memory in the process instead of handing it back to the kernel (glibc only).
@@ -87,11 +107,7 @@ def tune_allocator() -> bool:
         True if the allocator was tuned, False where it was not (other C libraries, opt-out). The first call
         decides; later calls return its answer.
     """
-    setting = os.environ.get("NAS_META_TUNE_ALLOCATOR", "1").strip().lower()
-    if setting not in ("", "1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError(f"NAS_META_TUNE_ALLOCATOR={setting!r} is not allowed: expected 1/0 (or true/false, yes/no, "
-                          "on/off).")
-    if setting in ("0", "false", "no", "off") or not sys.platform.startswith("linux"):
+    if not env_flag("NAS_META_TUNE_ALLOCATOR") or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

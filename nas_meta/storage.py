@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 from urllib.parse import unquote
 
 import optuna
@@ -429,7 +429,7 @@ class JournalHeartbeat:
             except Exception:  # noqa: BLE001  the trial was finished (e.g. failed as stale): nothing left to keep alive
                 return
 
-    def __enter__(self) -> JournalHeartbeat:
+    def __enter__(self) -> Self:
         self.beat()
         self._thread.start()
         return self

@@ -24,7 +24,7 @@ from ._version import __version__
 from .architectures import count_parameters
 from .config import BudgetConfig, TaskConfig, TrainConfig
 from .data import ClassSet, Omniglot, class_splits, load_omniglot
-from .episodes import EpisodeSampler, FixedEpisodes
+from .episodes import Episode, EpisodeSampler, FixedEpisodes
 from .errors import ConfigError, Terminated
 from .learners import BaseLearner, get_learner
 from .runtime import check_interrupt, resolve_device, seed_everything, tune_allocator
@@ -233,6 +233,7 @@ def meta_train(
 
     learner.train()
     interrupt: KeyboardInterrupt | None = None
+    episode: Episode | None = None  # the next meta-batch, when drawn ahead
     try:
         while iteration < iterations:
             check_interrupt()  # a deferred Ctrl-C or SIGTERM stops the run here, between meta-iterations
@@ -241,8 +242,11 @@ def meta_train(
                 status, reason = "time_budget", f"stopped at the {seconds:g} s time budget after {iteration} iterations"
                 break
             progress = max(iteration / iterations, trained / seconds if seconds else 0.0)
-            metrics = learner.meta_step(sampler.sample(generator, meta_batch), progress)
+            launched = learner.launch_meta_step(episode or sampler.sample(generator, meta_batch), progress)
             iteration += 1
+            # the next meta-batch is drawn while a GPU still works on this step (the same draws, in the same order)
+            episode = sampler.sample(generator, meta_batch) if iteration < iterations else None
+            metrics = {name: float(value) for name, value in launched.items()}
             loss = metrics.get("loss")
             finite = math.isfinite(loss) if loss is not None else learner.parameters_finite()
             trained = train_seconds()

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "runtime"),
     ("data", "architectures"),
     ("episodes", "task_batched"),
-    ("functional",),                        # pure inner-loop math
+    ("functional", "cuda_graphs"),          # pure inner-loop math; replaying a step from a CUDA graph
     ("learners",),                          # strategies over functional
     ("training",),                          # one run: workspace, meta-train generator, evaluate, typed records
     ("checkpoint", "storage", "bench"),     # persisting learners; opening storages; timing steps

@@ -199,18 +199,19 @@ def test_train_iter_at_another_image_size(omniglot: Path) -> None:
 # -- regression: Ctrl-C or SIGTERM ends the run with the learner trained so far, then is raised again ---------------
 
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, error: BaseException, call: int = 3) -> list[int]:
-    """Make every learner's ``meta_step`` raise ``error`` at its ``call``-th call; returns the call counter."""
+    """Make every learner's ``launch_meta_step`` (what the training loop calls) raise ``error`` at its ``call``-th
+    call; returns the call counter."""
     calls = [0]
     for cls in {type(get_learner(tiny_config(s), 12)) for s in ("maml", "fomaml", "reptile", "metasgd", "pretrain")}:
-        real = cls.meta_step
+        real = cls.launch_meta_step
 
-        def meta_step(self: BaseLearner, episode: object, progress: float, _real: Any = real) -> dict[str, float]:
+        def launch(self: BaseLearner, episode: object, progress: float, _real: Any = real) -> dict[str, Any]:
             calls[0] += 1
             if calls[0] == call:
                 raise error
             return _real(self, episode, progress)
 
-        monkeypatch.setattr(cls, "meta_step", meta_step)
+        monkeypatch.setattr(cls, "launch_meta_step", launch)
     return calls
 
 

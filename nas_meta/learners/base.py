@@ -17,6 +17,7 @@ from ..config import TrainConfig
 from ..episodes import Episode
 from ..errors import ConfigError
 from ..functional import InnerLoop, LearningRate, Params, batched_adapt, batched_query_loss, tasks_per_chunk
+from ..runtime import cuda_graphs_enabled
 
 
 class BaseLearner(nn.Module, abc.ABC):
@@ -29,6 +30,7 @@ class BaseLearner(nn.Module, abc.ABC):
     head_is_meta_learned = True
     trains = True
     chunk_tasks: int | None = None  # tasks per pass of a meta-step; None: chosen by tasks_per_chunk
+    captures_meta_step = False  # True: meta_step may be replayed from a CUDA graph on a GPU (uses_cuda_graphs)
 
     def __init__(self, config: TrainConfig, label_space: int) -> None:
         super().__init__()
@@ -42,10 +44,18 @@ class BaseLearner(nn.Module, abc.ABC):
     def init_params(self, generator: torch.Generator) -> None:
         initialize(self.network, self.config.learner.init, generator)
 
+    def uses_cuda_graphs(self) -> bool:
+        """Whether meta-steps are captured in a CUDA graph (:mod:`nas_meta.cuda_graphs`): learners that set
+        ``captures_meta_step``, on a CUDA device, unless ``NAS_META_CUDA_GRAPHS=0``."""
+        on_cuda = next(self.parameters()).device.type == "cuda"
+        return cuda_graphs_enabled() and self.captures_meta_step and on_cuda
+
     def outer_optimizer(self) -> torch.optim.Optimizer:
-        """Adam over all meta-parameters, created on first use (after the module reached its device)."""
+        """Adam over all meta-parameters, created on first use (after the module reached its device); its step
+        count lives on the device where the meta-step is captured in a CUDA graph."""
         if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(self.parameters(), lr=self.config.learner.outer_lr)
+            self.optimizer = torch.optim.Adam(self.parameters(), lr=self.config.learner.outer_lr,
+                                              capturable=self.uses_cuda_graphs())
         return self.optimizer
 
     # -- adaptation -------------------------------------------------------------------------------
@@ -127,6 +137,11 @@ class BaseLearner(nn.Module, abc.ABC):
     @abc.abstractmethod
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
         """One meta-training update on a meta-batch; ``progress`` in [0, 1] is the share of budget used."""
+
+    def launch_meta_step(self, episode: Episode, progress: float) -> dict[str, float | Tensor]:
+        """:meth:`meta_step`, whose metrics may still be device tensors (not waited for): the training loop
+        draws the next meta-batch on the host while the device works, then reads them."""
+        return dict(self.meta_step(episode, progress))
 
     def parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())

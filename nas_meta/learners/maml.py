@@ -7,11 +7,13 @@ Networks", ICML. First-order MAML drops the second-order term: inner gradients a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..config import TrainConfig
+from ..cuda_graphs import GraphedStep
 from ..episodes import Episode
 from ..functional import Params, batched_query_loss
 from .base import BaseLearner
@@ -26,9 +28,12 @@ class MAML(BaseLearner):
         first_order (bool, default False): first-order approximation (FOMAML).
     """
 
+    captures_meta_step = True
+
     def __init__(self, config: TrainConfig, label_space: int, first_order: bool = False) -> None:
         super().__init__(config, label_space)
         self.first_order = first_order
+        self._step: Callable[[Episode], tuple[Tensor, ...]] | None = None  # step_sums, or its CUDA-graph replay
         self._head_mode = config.learner.head
         head = self.network.get_submodule("head")
         assert isinstance(head, nn.Linear)
@@ -59,18 +64,29 @@ class MAML(BaseLearner):
 
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
         """One Adam step on the mean query loss of the meta-batch, whose gradient is summed over chunks of tasks
-        (:meth:`BaseLearner.task_chunk`): the same gradient, in less memory traffic on a CPU."""
+        (:meth:`BaseLearner.task_chunk`): the same gradient, in less memory traffic on a CPU. On a GPU the step
+        is replayed from a CUDA graph after three eager ones (:mod:`nas_meta.cuda_graphs`)."""
+        return {name: float(value) for name, value in self.launch_meta_step(episode, progress).items()}
+
+    def launch_meta_step(self, episode: Episode, progress: float) -> dict[str, float | Tensor]:
+        if self._step is None:
+            self._step = GraphedStep(self.step_sums) if self.uses_cuda_graphs() else self.step_sums
+        loss_sum, accuracy_sum = self._step(episode)
+        return {"loss": loss_sum / episode.tasks, "accuracy": accuracy_sum / episode.tasks}  # new tensors: kept
+
+    def step_sums(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """The meta-step itself, with no host synchronisation: the query loss and accuracy summed over the
+        meta-batch's tasks, as tensors on the device."""
         optimizer = self.outer_optimizer()
         optimizer.zero_grad(set_to_none=True)
         ways = int(episode.class_ids.shape[1])
         model, params = self.template(ways), self.starting_params(ways)
         adapt = self.inner_loop(self.config.learner.train_steps, first_order=self.first_order)
-        loss_sum, accuracy_sum = torch.zeros(()), torch.zeros(())
+        sums: list[tuple[Tensor, Tensor]] = []
         for chunk in episode.chunks(self.task_chunk(episode)):
             losses, accuracies = batched_query_loss(model, params, {}, chunk.support_x, chunk.support_y,
                                                     chunk.query_x, chunk.query_y, adapt=adapt)
             (losses.sum() / episode.tasks).backward()  # type: ignore[no-untyped-call]
-            loss_sum = loss_sum + losses.detach().sum().cpu()
-            accuracy_sum = accuracy_sum + accuracies.sum().cpu()
+            sums.append((losses.detach().sum(), accuracies.sum()))
         optimizer.step()
-        return {"loss": float(loss_sum) / episode.tasks, "accuracy": float(accuracy_sum) / episode.tasks}
+        return torch.stack([s[0] for s in sums]).sum(), torch.stack([s[1] for s in sums]).sum()
