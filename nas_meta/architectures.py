@@ -57,17 +57,95 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+def reduction_cells(blocks: int) -> set[int]:
+    """Positions of the reduction cells among ``blocks`` cells: ``blocks // 3`` and ``2 * blocks // 3`` (DARTS)."""
+    return {blocks // 3, 2 * blocks // 3}
+
+
 def feature_shape(arch: ArchConfig, image_size: int) -> tuple[int, int]:
     """Channels and side length of the feature map the convolutional body outputs."""
     side = image_size
-    for _ in range(arch.blocks):
+    halvings = arch.blocks if arch.kind == "conv" else 1 + len(reduction_cells(arch.blocks))  # cells: stem, reductions
+    for _ in range(halvings):
         if side >= 2:
             side = (side + 1) // 2
     return arch.channels, side
 
 
+class Zero(nn.Module):
+    """The ``none`` operation of a cell: no connection (zeros of the output's shape)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., :: self.stride, :: self.stride] * 0.0
+
+
+def cell_operation(op: str, channels: int, stride: int, arch: ArchConfig) -> nn.Module:
+    """One edge of a cell (an operation of :data:`~nas_meta.config.CELL_OPS`), ``channels`` in and out.
+
+    Convolutions are activation -> convolution(s) -> norm, as in DARTS; a separable convolution is a depthwise
+    ``k x k`` then a pointwise ``1 x 1`` convolution; the dilated one a depthwise 3 x 3 with dilation 2 then a
+    pointwise one. ``skip`` with stride 2 is a strided ``1 x 1`` convolution. Every operation maps a side ``n`` to
+    ``ceil(n / stride)``.
+    """
+    act, c = _ACTIVATIONS[arch.activation], channels
+    if op in ("conv_3x3", "conv_5x5"):
+        k = int(op[-1])
+        return nn.Sequential(act(), nn.Conv2d(c, c, k, stride, k // 2), _norm(arch.norm, c))
+    if op in ("sep_conv_3x3", "sep_conv_5x5"):
+        k = int(op[-1])
+        return nn.Sequential(act(), nn.Conv2d(c, c, k, stride, k // 2, groups=c), nn.Conv2d(c, c, 1), _norm(arch.norm, c))
+    if op == "dil_conv_3x3":
+        return nn.Sequential(act(), nn.Conv2d(c, c, 3, stride, 2, dilation=2, groups=c), nn.Conv2d(c, c, 1),
+                             _norm(arch.norm, c))
+    if op == "max_pool_3x3":
+        return nn.MaxPool2d(3, stride, 1)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    if op == "skip":
+        return nn.Identity() if stride == 1 else nn.Sequential(act(), nn.Conv2d(c, c, 1, stride), _norm(arch.norm, c))
+    if op == "none":
+        return Zero(stride)
+    raise ValueError(f"unknown cell operation {op!r}")  # ArchConfig refuses it first
+
+
+class Cell(nn.Module):
+    """A DARTS-style cell: node ``j`` sums its two edges (``edges[2j]``, ``edges[2j + 1]``), each an operation on the
+    cell's input (0) or an earlier node (``k``); the output is the mean of the nodes. A reduction cell applies its
+    operations on the cell's input with stride 2, halving the side."""
+
+    def __init__(self, edges: list[tuple[str, int]], channels: int, reduction: bool, arch: ArchConfig) -> None:
+        super().__init__()
+        self.sources = [source for _, source in edges]
+        self.edges = nn.ModuleList(cell_operation(op, channels, 2 if reduction and source == 0 else 1, arch)
+                                   for op, source in edges)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [x]
+        for j in range(len(self.edges) // 2):
+            a, b = 2 * j, 2 * j + 1
+            states.append(self.edges[a](states[self.sources[a]]) + self.edges[b](states[self.sources[b]]))
+        return torch.stack(states[1:]).mean(dim=0)
+
+
+def build_cell_body(arch: ArchConfig, in_channels: int = 1) -> list[nn.Module]:
+    """A stride-2 ``3 x 3`` stem convolution and its norm, then ``arch.blocks`` cells (see :class:`ArchConfig`)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, arch.channels, 3, 2, 1), _norm(arch.norm, arch.channels)]
+    reductions = reduction_cells(arch.blocks)
+    for i in range(arch.blocks):
+        reduction = i in reductions
+        layers.append(Cell(arch.cell_edges("reduce" if reduction else "normal"), arch.channels, reduction, arch))
+    return layers
+
+
 def build_body(arch: ArchConfig, image_size: int, in_channels: int = 1) -> nn.Sequential:
     """The convolutional feature extractor, ending with the head's pooling/flattening."""
+    if arch.kind == "cells":
+        return nn.Sequential(*build_cell_body(arch, in_channels),
+                             nn.Flatten() if arch.head == "flatten" else SpatialMean())
     layers: list[nn.Module] = []
     channels, side = in_channels, image_size
     for _ in range(arch.blocks):

@@ -72,6 +72,11 @@ Downsample = Literal["stride", "maxpool"]
 Norm = Literal["batch", "instance", "layer", "none"]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
 Head = Literal["mean", "flatten"]
+ArchKind = Literal["conv", "cells"]
+CELL_OPS = ("conv_3x3", "conv_5x5", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3",
+            "skip", "none")
+MAX_CELL_NODES = 4
+CELL_FIELDS = ("normal_ops", "normal_inputs", "reduce_ops", "reduce_inputs")  # searched one element at a time
 LearnerHead = Literal["fixed", "zero", "shared"]
 ANY_WAY_HEADS = ("maml", "fomaml")  # the strategies whose head can be zero or shared (pretrain, random: always zero)
 InitScheme = Literal["kaiming", "xavier", "orthogonal"]
@@ -116,7 +121,15 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ArchConfig:
-    """The few-shot network. The defaults are the MAML paper's Omniglot network."""
+    """The few-shot network. The defaults are the MAML paper's Omniglot network.
+
+    ``kind: conv`` stacks ``blocks`` plain conv blocks (``kernel``, ``downsample``). ``kind: cells`` stacks
+    ``blocks`` DARTS-style cells after a stride-2 stem (Liu et al., ICLR 2019; MetaNAS, Elsken et al., CVPR 2020),
+    reduction cells (stride 2) at positions ``blocks // 3`` and ``2 * blocks // 3``, the others normal cells. A cell
+    has ``cell_nodes`` nodes; node ``j`` sums two edges, edge ``2j + e`` applying ``{normal,reduce}_ops[2j + e]`` (one
+    of :data:`CELL_OPS`) to ``{normal,reduce}_inputs[2j + e]``: 0 is the cell's input, ``k`` the ``k``-th node (so
+    at most ``j``). The cell's output is the mean of its nodes; every tensor has ``channels`` channels.
+    """
 
     blocks: int = 4
     channels: int = 64
@@ -125,11 +138,53 @@ class ArchConfig:
     norm: Norm = "batch"
     activation: Activation = "relu"
     head: Head = "mean"
+    kind: ArchKind = "conv"
+    cell_nodes: int = 3
+    normal_ops: tuple[str, ...] = ()
+    normal_inputs: tuple[int, ...] = ()
+    reduce_ops: tuple[str, ...] = ()
+    reduce_inputs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(1 <= self.blocks <= 8, "architecture.blocks", self.blocks, "an integer in [1, 8]")
         _check(1 <= self.channels <= 1024, "architecture.channels", self.channels, "an integer in [1, 1024]")
         _check(self.kernel in (1, 3, 5, 7), "architecture.kernel", self.kernel, "one of [1, 3, 5, 7]")
+        _check(1 <= self.cell_nodes <= MAX_CELL_NODES, "architecture.cell_nodes", self.cell_nodes,
+               f"an integer in [1, {MAX_CELL_NODES}]")
+        for cell in ("normal", "reduce"):
+            ops, inputs = getattr(self, f"{cell}_ops"), getattr(self, f"{cell}_inputs")
+            for i, op in enumerate(ops):
+                check_cell_element(f"{cell}_ops", i, op)
+            for i, source in enumerate(inputs):
+                check_cell_element(f"{cell}_inputs", i, source)
+            if self.kind == "cells":
+                edges = 2 * self.cell_nodes
+                for field, values in ((f"{cell}_ops", ops), (f"{cell}_inputs", inputs)):
+                    _check(len(values) == edges, f"architecture.{field}", list(values),
+                           f"{edges} entries with kind: cells (2 edges per node, cell_nodes={self.cell_nodes})")
+
+    def cell_edges(self, cell: Literal["normal", "reduce"]) -> list[tuple[str, int]]:
+        """``(operation, input)`` of each edge of the normal or reduction cell, edge ``2j + e`` feeding node ``j``."""
+        return list(zip(getattr(self, f"{cell}_ops"), getattr(self, f"{cell}_inputs")))
+
+
+def check_cell_element(field: str, index: int, value: object) -> None:
+    """Check one element of a cell field (``normal_ops``, ``reduce_inputs``, ...): an operation of
+    :data:`CELL_OPS`, or an input in ``[0, index // 2]`` (edge ``index`` feeds node ``index // 2``).
+
+    Raises:
+        ConfigError: naming the field and element, the value and what is allowed.
+    """
+    name = f"architecture.{field}[{index}]"
+    _check(0 <= index < 2 * MAX_CELL_NODES, f"architecture.{field}", index,
+           f"at most {2 * MAX_CELL_NODES} entries (2 per node, up to {MAX_CELL_NODES} nodes)")
+    if field.endswith("_ops"):
+        _check(isinstance(value, str) and value in CELL_OPS, name, value, f"one of {list(CELL_OPS)}")
+    else:
+        node = index // 2
+        _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= node, name, value,
+               f"an integer in [0, {node}]: edge {index} feeds node {node}, whose inputs are the cell's input (0) "
+               f"and the nodes before it (1..{node})")
 
 
 @dataclass(frozen=True)
@@ -242,8 +297,18 @@ class TrainConfig(RunSections):
                "a name of 1 to 200 printable characters")
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict that :func:`train_config_from_dict` turns back into an equal config."""
-        return dataclasses.asdict(self)
+        """A plain dict (lists, not tuples: YAML and JSON) that :func:`train_config_from_dict` turns back into an
+        equal config."""
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _check(ok: bool, name: str, value: object, allowed: str) -> None:
@@ -592,9 +657,12 @@ class ParamSpec:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        section, _, _field_name = self.name.partition(".")
-        allowed = [f"{s}.{f.name}" for s in SEARCHABLE_SECTIONS for f in dataclasses.fields(_SECTION_TYPES[s])]
-        _check(section in SEARCHABLE_SECTIONS and self.name in allowed, "name", self.name, f"one of {allowed}")
+        field_name, index = split_indexed(self.name)
+        allowed = [f"{s}.{f.name}" for s in SEARCHABLE_SECTIONS for f in dataclasses.fields(_SECTION_TYPES[s])
+                   if f.name not in CELL_FIELDS]  # a cell's lists are searched one element at a time
+        indexed = [f"architecture.{f}" for f in CELL_FIELDS]
+        _check(field_name in allowed if index is None else field_name in indexed, "name", self.name,
+               f"one of {allowed}, or one element of a cell: {[f'{n}.N' for n in indexed]} (N from 0)")
         if self.type == "categorical":
             _check(self.choices is not None and len(self.choices) > 0, "choices", self.choices, "a non-empty list")
             _check(self.low is None and self.high is None, "low/high", (self.low, self.high),
@@ -630,6 +698,28 @@ class ParamSpec:
 _SECTION_TYPES: dict[str, type] = {"architecture": ArchConfig, "learner": LearnerConfig}
 
 
+def _validation_base(base: TrainConfig, name: str, value: object) -> TrainConfig:
+    """The config a space's value is checked against: ``base``, except that ``architecture.kind: cells`` and
+    ``architecture.cell_nodes`` are checked in a cell network with as many edges as they call for (in a trial,
+    the edges come with them)."""
+    if not (name == "architecture.kind" and value == "cells") and name != "architecture.cell_nodes":
+        return base
+    nodes = value if name == "architecture.cell_nodes" and isinstance(value, int) and 1 <= value <= MAX_CELL_NODES \
+        else base.architecture.cell_nodes
+    ops, inputs = ("skip",) * 2 * nodes, (0,) * 2 * nodes
+    return dataclasses.replace(base, architecture=dataclasses.replace(
+        base.architecture, kind="cells", cell_nodes=nodes, normal_ops=ops, normal_inputs=inputs, reduce_ops=ops,
+        reduce_inputs=inputs))
+
+
+def split_indexed(name: str) -> tuple[str, int | None]:
+    """``architecture.normal_ops.3`` -> ``("architecture.normal_ops", 3)``; a plain field name -> ``(name, None)``."""
+    head, _, last = name.rpartition(".")
+    if head.count(".") == 1 and last.isdigit() and last.isascii():
+        return head, int(last)
+    return name, None
+
+
 def _exclusive(p: ParamSpec, q: ParamSpec) -> bool:
     """Whether ``p`` and ``q`` can never both be active: they condition on one parameter with disjoint values."""
     shared = set(p.when or {}) & set(q.when or {})
@@ -657,9 +747,13 @@ class SearchSpace:
                                       "(or a `label:` to tell them apart).")
         base = TrainConfig()
         for i, p in enumerate(self.parameters):
+            field_name, index = split_indexed(p.name)
             for value in p.values_to_check():
                 try:
-                    apply_overrides(base, {p.name: value})
+                    if index is not None:  # one element of a cell: checked on its own (the others come with it)
+                        check_cell_element(field_name.partition(".")[2], index, value)
+                        continue
+                    apply_overrides(_validation_base(base, p.name, value), {p.name: value})
                 except ConfigError as err:
                     raise ConfigError(f"parameters[{i}] ({p.key}): {short(value)} is not a valid value: {err}") from None
         seen: dict[str, ParamSpec] = {}
@@ -792,13 +886,34 @@ def baseline_path(name: str, ways: int, shots: int, folders: list[Path], *, fiel
 
 
 def apply_overrides(config: TrainConfig, values: dict[str, Any]) -> TrainConfig:
-    """A copy of ``config`` with dotted fields (``learner.inner_lr``) set, validated like a file's values."""
+    """A copy of ``config`` with dotted fields (``learner.inner_lr``) set, validated like a file's values.
+
+    Elements of a cell field (``architecture.normal_ops.0``, ``.1``, ...) rebuild that field from the given
+    elements alone, which must run from 0 without a gap (a search space suggests the edges of ``cell_nodes`` nodes).
+    """
     data = config.to_dict()
+    elements: dict[str, dict[int, Any]] = {}
     for dotted, value in values.items():
+        field_name, index = split_indexed(dotted)
+        if index is not None:
+            elements.setdefault(field_name, {})[index] = value
+            continue
         section, _, name = dotted.partition(".")
         if section not in data or not isinstance(data[section], dict) or name not in data[section]:
             raise ConfigError(f"{dotted} is not a field of a training config.")
         data[section][name] = list(value) if isinstance(value, tuple) else value
+    for field_name, given in elements.items():
+        section, _, name = field_name.partition(".")
+        if section != "architecture" or name not in CELL_FIELDS:
+            raise ConfigError(f"{field_name}.{min(given)}: only the cell fields {list(CELL_FIELDS)} of architecture "
+                              "take elements one at a time.")
+        missing = [i for i in range(max(given) + 1) if i not in given]
+        if missing:
+            raise ConfigError(f"{field_name}.{missing[0]} is not set, but {field_name}.{max(given)} is: a cell's "
+                              "elements are set from 0 up, without a gap.")
+        for i, value in given.items():
+            check_cell_element(name, i, value)
+        data[section][name] = [given[i] for i in range(len(given))]
     return train_config_from_dict(data)
 
 

@@ -21,16 +21,16 @@ derivative of the plain formula makes several dozen of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .architectures import BatchStatNorm2d, SpatialMean
+from .architectures import BatchStatNorm2d, Cell, SpatialMean, Zero
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
-_PER_IMAGE = (nn.MaxPool2d,)
+_PER_IMAGE = (nn.MaxPool2d, nn.AvgPool2d, Zero)
 
 
 def is_shared(t: Tensor) -> bool:
@@ -39,69 +39,84 @@ def is_shared(t: Tensor) -> bool:
 
 
 def supports(model: nn.Module) -> bool:
-    """True if ``model`` is a network this module evaluates: ``body`` (conv blocks) then a linear ``head``."""
+    """True if ``model`` is a network this module evaluates: ``body`` (conv blocks or cells) then a linear ``head``."""
     if not isinstance(model, nn.Sequential) or set(model._modules) != {"body", "head"}:
         return False
     body, head = model.get_submodule("body"), model.get_submodule("head")
     if not isinstance(body, nn.Sequential) or not isinstance(head, nn.Linear) or any(True for _ in model.buffers()):
         return False
-    for layer in body:
-        if isinstance(layer, nn.Conv2d):
-            if layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-                return False
-        elif isinstance(layer, nn.GroupNorm):
-            if not layer.affine:
-                return False
-        elif not isinstance(layer, (BatchStatNorm2d, nn.Identity, nn.Flatten, SpatialMean, *_ELEMENTWISE, *_PER_IMAGE)):
-            return False
-    return True
+    return all(_supported_layer(layer) for layer in body)
+
+
+def _supported_layer(layer: nn.Module) -> bool:
+    if isinstance(layer, nn.Conv2d):
+        return layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    if isinstance(layer, nn.GroupNorm):
+        return layer.affine
+    if isinstance(layer, Cell):
+        return all(_supported_layer(edge) for edge in layer.edges)
+    if isinstance(layer, nn.Sequential):  # an edge of a cell
+        return all(_supported_layer(sub) for sub in layer)
+    return isinstance(layer, (BatchStatNorm2d, nn.Identity, nn.Flatten, SpatialMean, *_ELEMENTWISE, *_PER_IMAGE))
 
 
 Pair = tuple[int, int]
 
 
-def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
-    """The forward kernel: dense where the weights are shared, else grouped with one group per task."""
+class Geometry(NamedTuple):
+    """A convolution's settings besides its tensors: ``groups`` is the layer's own (``channels`` for a depthwise
+    convolution); with per-task weights each task's groups are groups of the one grouped kernel."""
+
+    stride: Pair
+    padding: Pair
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+
+def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, geometry: Geometry) -> Tensor:
+    """The forward kernel: dense where the weights are shared, else grouped with one group (set) per task."""
     n, tasks = x.shape[:2]
+    stride, padding, dilation, groups = geometry
     x = x.contiguous()
     if is_shared(weight):
         shared_bias = bias[0] if bias is not None and is_shared(bias) else None
-        y = F.conv2d(x.flatten(0, 1), weight[0], shared_bias, stride, padding)
+        y = F.conv2d(x.flatten(0, 1), weight[0], shared_bias, stride, padding, dilation, groups)
         y = y.view(n, tasks, *y.shape[1:])
         return y + bias[None, :, :, None, None] if bias is not None and shared_bias is None else y
     flat_bias = bias.flatten() if bias is not None else None
-    y = F.conv2d(x.flatten(1, 2), weight.flatten(0, 1), flat_bias, stride, padding, groups=tasks)
+    y = F.conv2d(x.flatten(1, 2), weight.flatten(0, 1), flat_bias, stride, padding, dilation, tasks * groups)
     return y.view(n, tasks, weight.shape[1], *y.shape[2:])
 
 
-def _backward_kernel(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Pair, padding: Pair, groups: int,
+def _backward_kernel(grad_y: Tensor, x: Tensor, weight: Tensor, geometry: Geometry, groups: int,
                      which: int) -> Tensor:
-    """One of the convolution's backward kernels (0: input gradient, 1: weight gradient).
+    """One of the convolution's backward kernels (0: input gradient, 1: weight gradient), ``groups`` in all.
 
     ``x`` and ``weight`` must be real tensors of the right shapes even where only their shapes matter:
     the expanded placeholders of ``torch.nn.grad.conv2d_input``/``conv2d_weight`` are copied in full by the kernel.
     """
     mask = (which == 0, which == 1, False)
-    out: Tensor = torch.ops.aten.convolution_backward(grad_y, x, weight, None, stride, padding, (1, 1), False, (0, 0),
-                                                      groups, mask)[which]
+    out: Tensor = torch.ops.aten.convolution_backward(grad_y, x, weight, None, geometry.stride, geometry.padding,
+                                                      geometry.dilation, False, (0, 0), groups, mask)[which]
     return out
 
 
-def _input_grad(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
+def _input_grad(grad_y: Tensor, weight: Tensor, x: Tensor, geometry: Geometry) -> Tensor:
     """The input-gradient kernel (a transposed convolution), dense where the weights are shared; ``x`` for its shape."""
     grad_y, x = grad_y.contiguous(), x.contiguous()
     if is_shared(weight):
-        gx = _backward_kernel(grad_y.flatten(0, 1), x.flatten(0, 1), weight[0], stride, padding, 1, 0)
+        gx = _backward_kernel(grad_y.flatten(0, 1), x.flatten(0, 1), weight[0], geometry, geometry.groups, 0)
     else:
-        gx = _backward_kernel(grad_y.flatten(1, 2), x.flatten(1, 2), weight.flatten(0, 1), stride, padding, x.shape[1], 0)
+        gx = _backward_kernel(grad_y.flatten(1, 2), x.flatten(1, 2), weight.flatten(0, 1), geometry,
+                              x.shape[1] * geometry.groups, 0)
     return gx.view(x.shape)
 
 
-def _weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
+def _weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, geometry: Geometry) -> Tensor:
     """The weight-gradient kernel: one gradient per task (grouped), whether or not the weights were shared."""
     placeholder = x.new_empty((weight_shape[0] * weight_shape[1], *weight_shape[2:]))
-    gw = _backward_kernel(grad_y.contiguous().flatten(1, 2), x.contiguous().flatten(1, 2), placeholder, stride, padding,
-                          x.shape[1], 1)
+    gw = _backward_kernel(grad_y.contiguous().flatten(1, 2), x.contiguous().flatten(1, 2), placeholder, geometry,
+                          x.shape[1] * geometry.groups, 1)
     return gw.view(weight_shape)
 
 
@@ -112,40 +127,40 @@ def _weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pa
 
 
 class _ConvOp(torch.autograd.Function):
-    """Shared by the three: inputs ``(a, b, third, stride, padding)``, ``a`` and ``b`` saved; each subclass names its
+    """Shared by the three: inputs ``(a, b, third, geometry)``, ``a`` and ``b`` saved; each subclass names its
     kernel (``forward``) and its derivatives with respect to ``a``, ``b`` and ``third``, as functions of the output
-    gradient ``g``, ``a``, ``b``, stride and padding (``None``: no gradient)."""
+    gradient ``g``, ``a``, ``b`` and the geometry (``None``: no gradient)."""
 
     derivatives: tuple[Callable[..., Tensor] | None, ...]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        a, b, _, ctx.stride, ctx.padding = inputs
+        a, b, _, ctx.geometry = inputs
         ctx.save_for_backward(a, b)
 
     @classmethod
     def backward(cls, ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         a, b = ctx.saved_tensors
-        grads = [derivative(g, a, b, ctx.stride, ctx.padding) if derivative is not None and needed else None
+        grads = [derivative(g, a, b, ctx.geometry) if derivative is not None and needed else None
                  for derivative, needed in zip(cls.derivatives, ctx.needs_input_grad)]
-        return (*grads, None, None)
+        return (*grads, None)
 
 
 class _Conv(_ConvOp):
     """``conv(x, weight, bias)``; its derivatives are the input gradient, the weight gradient and a sum."""
 
     forward = staticmethod(_convolve)
-    derivatives = (lambda g, x, weight, stride, padding: input_grad(g, weight, x, stride, padding),
-                   lambda g, x, weight, stride, padding: weight_grad(x, g, weight.shape, stride, padding),
-                   lambda g, x, weight, stride, padding: g.sum(dim=(0, 3, 4)))
+    derivatives = (lambda g, x, weight, geometry: input_grad(g, weight, x, *geometry),
+                   lambda g, x, weight, geometry: weight_grad(x, g, weight.shape, *geometry),
+                   lambda g, x, weight, geometry: g.sum(dim=(0, 3, 4)))
 
 
 class _InputGrad(_ConvOp):
     """``input_grad(grad_y, weight, x)`` (``x`` gives the shape only); bilinear in ``grad_y`` and ``weight``."""
 
     forward = staticmethod(_input_grad)
-    derivatives = (lambda g, grad_y, weight, stride, padding: conv(g, weight, None, stride, padding),
-                   lambda g, grad_y, weight, stride, padding: weight_grad(g, grad_y, weight.shape, stride, padding),
+    derivatives = (lambda g, grad_y, weight, geometry: conv(g, weight, None, *geometry),
+                   lambda g, grad_y, weight, geometry: weight_grad(g, grad_y, weight.shape, *geometry),
                    None)
 
 
@@ -153,33 +168,38 @@ class _WeightGrad(_ConvOp):
     """``weight_grad(x, grad_y, weight_shape)``; bilinear in ``x`` and ``grad_y``."""
 
     forward = staticmethod(_weight_grad)
-    derivatives = (lambda g, x, grad_y, stride, padding: input_grad(grad_y, g, x, stride, padding),
-                   lambda g, x, grad_y, stride, padding: conv(x, g, None, stride, padding),
+    derivatives = (lambda g, x, grad_y, geometry: input_grad(grad_y, g, x, *geometry),
+                   lambda g, x, grad_y, geometry: conv(x, g, None, *geometry),
                    None)
 
 
-def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair) -> Tensor:
-    """Per-task 2-d convolution: ``x (n, T, C, H, W)``, ``weight (T, O, C, k, k)``, ``bias (T, O)`` or None.
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Pair, padding: Pair, dilation: Pair = (1, 1),
+         groups: int = 1) -> Tensor:
+    """Per-task 2-d convolution: ``x (n, T, C, H, W)``, ``weight (T, O, C // groups, k, k)``, ``bias (T, O)`` or None.
 
-    Dense where ``weight`` is shared (an expanded view), grouped with one group per task where it is not;
-    either way the gradient w.r.t. ``weight`` has one slice per task. Differentiable any number of times.
+    Dense where ``weight`` is shared (an expanded view), grouped with one set of ``groups`` groups per task where
+    it is not; either way the gradient w.r.t. ``weight`` has one slice per task. Differentiable any number of times.
     """
-    out: Tensor = _Conv.apply(x, weight, bias, stride, padding)  # type: ignore[no-untyped-call]
+    out: Tensor = _Conv.apply(x, weight, bias, Geometry(stride, padding, dilation, groups))  # type: ignore[no-untyped-call]
     return out
 
 
-def input_grad(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair) -> Tensor:
+def input_grad(grad_y: Tensor, weight: Tensor, x: Tensor, stride: Pair, padding: Pair, dilation: Pair = (1, 1),
+               groups: int = 1) -> Tensor:
     """Gradient of :func:`conv` w.r.t. its input ``x`` (used for its shape only), given the output's gradient.
 
     Differentiable w.r.t. ``grad_y`` and ``weight``.
     """
-    out: Tensor = _InputGrad.apply(grad_y, weight, x.detach(), stride, padding)  # type: ignore[no-untyped-call]
+    geometry = Geometry(stride, padding, dilation, groups)
+    out: Tensor = _InputGrad.apply(grad_y, weight, x.detach(), geometry)  # type: ignore[no-untyped-call]
     return out
 
 
-def weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair) -> Tensor:
+def weight_grad(x: Tensor, grad_y: Tensor, weight_shape: torch.Size, stride: Pair, padding: Pair,
+                dilation: Pair = (1, 1), groups: int = 1) -> Tensor:
     """Per-task gradient of :func:`conv` w.r.t. its weights, given the output's gradient (differentiable)."""
-    out: Tensor = _WeightGrad.apply(x, grad_y, weight_shape, stride, padding)  # type: ignore[no-untyped-call]
+    geometry = Geometry(stride, padding, dilation, groups)
+    out: Tensor = _WeightGrad.apply(x, grad_y, weight_shape, geometry)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -283,25 +303,45 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor
     """
     body = model.get_submodule("body")
     assert isinstance(body, nn.Sequential)
-    for index, layer in enumerate(body):
-        name = f"body.{index}."
-        if isinstance(layer, nn.Conv2d):
-            x = conv(x, params[name + "weight"], params.get(name + "bias"), layer.stride, layer.padding)  # type: ignore[arg-type]
-        elif isinstance(layer, BatchStatNorm2d):
-            x = batch_norm(x, params[name + "weight"], params[name + "bias"], layer.eps)
-        elif isinstance(layer, nn.GroupNorm):
-            x = group_norm(x, layer.num_groups, params[name + "weight"], params[name + "bias"], layer.eps)
-        elif isinstance(layer, _PER_IMAGE):
-            pooled = layer(x.flatten(0, 1))
-            x = pooled.view(*x.shape[:2], *pooled.shape[1:])
-        elif isinstance(layer, nn.Flatten):
-            x = x.flatten(2)
-        elif isinstance(layer, SpatialMean):
-            x = x.mean(dim=(-2, -1))
-        else:
-            x = layer(x)  # elementwise activation, or Identity
+    x = _layers(body, "body.", params, x)
     logits = torch.einsum("ntf,tof->nto", x, params["head.weight"])
     return logits + params["head.bias"][None]
+
+
+def _layers(layers: nn.Sequential, prefix: str, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    for index, layer in enumerate(layers):
+        x = _layer(layer, f"{prefix}{index}.", params, x)
+    return x
+
+
+def _layer(layer: nn.Module, name: str, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """One layer of the body on every task (``name``: its parameters' prefix)."""
+    if isinstance(layer, nn.Conv2d):
+        return conv(x, params[name + "weight"], params.get(name + "bias"), layer.stride, layer.padding,  # type: ignore[arg-type]
+                    layer.dilation, layer.groups)  # type: ignore[arg-type]
+    if isinstance(layer, BatchStatNorm2d):
+        return batch_norm(x, params[name + "weight"], params[name + "bias"], layer.eps)
+    if isinstance(layer, nn.GroupNorm):
+        return group_norm(x, layer.num_groups, params[name + "weight"], params[name + "bias"], layer.eps)
+    if isinstance(layer, _PER_IMAGE):
+        pooled = layer(x.flatten(0, 1))
+        pooled_tasks: Tensor = pooled.view(*x.shape[:2], *pooled.shape[1:])
+        return pooled_tasks
+    if isinstance(layer, nn.Flatten):
+        return x.flatten(2)
+    if isinstance(layer, SpatialMean):
+        return x.mean(dim=(-2, -1))
+    if isinstance(layer, Cell):  # the same sums as Cell.forward, each edge on every task
+        states = [x]
+        for j in range(len(layer.edges) // 2):
+            a, b = 2 * j, 2 * j + 1
+            states.append(_layer(layer.edges[a], f"{name}edges.{a}.", params, states[layer.sources[a]])
+                          + _layer(layer.edges[b], f"{name}edges.{b}.", params, states[layer.sources[b]]))
+        return torch.stack(states[1:]).mean(dim=0)
+    if isinstance(layer, nn.Sequential):
+        return _layers(layer, name, params, x)
+    out: Tensor = layer(x)  # elementwise activation, or Identity
+    return out
 
 
 def summed_task_loss(logits: Tensor, y: Tensor) -> Tensor:

@@ -498,9 +498,12 @@ HOSTILE_SPACE = [
     _param("name: s\nparameters: [{name: budget.iterations, type: int, low: 1, high: 3}]\n",
            "parameters[0].name='budget.iterations' is not allowed: expected one of ['architecture.blocks', "
            "'architecture.channels', 'architecture.kernel', 'architecture.downsample', 'architecture.norm', "
-           "'architecture.activation', 'architecture.head', 'learner.strategy', 'learner.inner_lr', "
+           "'architecture.activation', 'architecture.head', 'architecture.kind', 'architecture.cell_nodes', "
+           "'learner.strategy', 'learner.inner_lr', "
            "'learner.train_steps', 'learner.test_steps', 'learner.outer_lr', 'learner.meta_batch', "
-           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head'].", "name-not-searchable"),
+           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head'], or one element of a "
+           "cell: ['architecture.normal_ops.N', 'architecture.normal_inputs.N', 'architecture.reduce_ops.N', "
+           "'architecture.reduce_inputs.N'] (N from 0).", "name-not-searchable"),
     _param("name: s\nparameters: [{name: learner.strategy, type: categorical, choices: [maml]}]\n"
            "fixed: {architecture.blocks: 99}\n",
            "fixed: architecture.blocks=99 is not allowed: expected an integer in [1, 8].", "fixed-out-of-range"),

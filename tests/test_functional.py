@@ -45,6 +45,14 @@ ARCHITECTURES = [
     dict(norm="instance", downsample="maxpool", activation="gelu", head="flatten"),
     dict(norm="layer", activation="elu", kernel=5),
     dict(norm="none", downsample="maxpool", activation="leaky_relu"),
+    # DARTS-style cells, every operation (depthwise, dilated and strided convolutions, pools, skip, none) in one net
+    dict(kind="cells", cell_nodes=3, normal_ops=("sep_conv_3x3", "skip", "dil_conv_3x3", "max_pool_3x3", "none",
+                                                  "conv_5x5"), normal_inputs=(0, 0, 1, 0, 2, 1),
+         reduce_ops=("avg_pool_3x3", "sep_conv_5x5", "skip", "conv_3x3", "max_pool_3x3", "skip"),
+         reduce_inputs=(0, 0, 0, 1, 2, 1)),
+    dict(kind="cells", cell_nodes=2, norm="instance", head="flatten", normal_ops=("conv_3x3", "avg_pool_3x3",
+         "sep_conv_5x5", "skip"), normal_inputs=(0, 0, 1, 0), reduce_ops=("dil_conv_3x3", "skip", "none", "conv_5x5"),
+         reduce_inputs=(0, 0, 1, 0)),
 ]
 
 

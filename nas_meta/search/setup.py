@@ -29,6 +29,7 @@ from ..config import (
     parse_yaml,
     resolve_relative,
     short,
+    split_indexed,
 )
 from ..errors import ConfigError
 from ..resources import study_file
@@ -195,7 +196,7 @@ def _check_overrides_reach(space: SearchSpace, overrides: Sequence[str], study_p
     Raises:
         ConfigError: the override names a searched or fixed field.
     """
-    searched = {p.name for p in space.parameters} | set(space.fixed or {})
+    searched = {split_indexed(p.name)[0] for p in space.parameters} | set(space.fixed or {})
     for setting in overrides:
         key = setting.partition("=")[0].strip()
         if key in searched:

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from ..config import ParamSpec, SearchSpace, TrainConfig, apply_overrides
+from ..config import ParamSpec, SearchSpace, TrainConfig, apply_overrides, split_indexed
 from ..errors import ConfigError
 
 
@@ -62,7 +62,10 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
     flat = {f"{s}.{k}": v for s in ("architecture", "learner") for k, v in config.to_dict()[s].items()}
 
     def pick(p: ParamSpec) -> Any:
-        value = flat[p.name]
+        field_name, index = split_indexed(p.name)
+        value: Any = flat[field_name]
+        if index is not None:
+            value = value[index] if index < len(value) else None
         if p.type == "categorical":
             inside, allowed = value in (p.choices or ()), f"{list(p.choices or ())}"
         else:
