@@ -10,6 +10,7 @@ uses, by 50 steps of a fresh Adam (lr 1e-3, β1 = 0) on the support images, then
 
 Variants (what differs from supervised-reptile is named):
   nas-meta            nas-meta's Reptile learner (batched; a fresh Adam per task; each step on all 50 images)
+  nas-meta-carried    the same with ``learner.inner_state: carried`` (the inner Adam's state carried over)
   loop-fresh-full     a per-task loop doing what nas-meta does (checks the batched learner against a plain loop)
   loop-fresh-mini     a fresh Adam per task, 5 steps on mini-batches of 10 (each image once)
   supervised-reptile  the inner Adam's state (second moments, step count) carried from task to task and from
@@ -37,7 +38,7 @@ from nas_meta.episodes import Episode
 from nas_meta.training import build_learner, load_workspace
 
 CONFIG = Path(__file__).resolve().parents[1] / "studies" / "baselines" / "reptile-5w1s.yaml"
-VARIANTS = ("nas-meta", "loop-fresh-full", "loop-fresh-mini", "supervised-reptile")
+VARIANTS = ("nas-meta", "nas-meta-carried", "loop-fresh-full", "loop-fresh-mini", "supervised-reptile")
 LR, BETAS, STEPS, MINI_BATCH, TEST_STEPS = 1e-3, (0.0, 0.999), 5, 10, 50
 
 
@@ -99,7 +100,8 @@ def test_accuracy(net: nn.Module, episodes: list[Episode]) -> tuple[float, float
 
 
 def run(variant: str, args: argparse.Namespace) -> dict[str, object]:
-    config = load_train_config(CONFIG, ["budget.seconds=null", f"budget.iterations={args.iterations}"])
+    carried = ["learner.inner_state=carried"] if variant == "nas-meta-carried" else []
+    config = load_train_config(CONFIG, ["budget.seconds=null", f"budget.iterations={args.iterations}", *carried])
     torch.manual_seed(config.seed)
     workspace = load_workspace(config, args.data, torch.device("cpu"))
     sampler = workspace.task_sampler("train", config.task)
@@ -108,18 +110,18 @@ def run(variant: str, args: argparse.Namespace) -> dict[str, object]:
     net = learner.network  # the same initial weights for every variant
     tasks = torch.Generator().manual_seed(config.seed + 1)  # the training tasks nas-meta train draws
     shuffles = torch.Generator().manual_seed(config.seed + 2)
-    carried = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS) if variant == "supervised-reptile" else None
-    mini_batch = None if variant in ("nas-meta", "loop-fresh-full") else MINI_BATCH
+    adam = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS) if variant == "supervised-reptile" else None
+    mini_batch = None if variant in ("nas-meta", "nas-meta-carried", "loop-fresh-full") else MINI_BATCH
     curve: list[dict[str, float]] = []
     trained = 0.0
     for iteration in range(1, args.iterations + 1):
         episode = sampler.sample(tasks, config.learner.meta_batch)
         progress = (iteration - 1) / args.iterations
         begin = time.perf_counter()
-        if variant == "nas-meta":
+        if variant.startswith("nas-meta"):
             learner.meta_step(episode, progress)
         else:
-            loop_meta_step(net, episode, config.learner.meta_step * (1 - progress), carried, mini_batch=mini_batch,
+            loop_meta_step(net, episode, config.learner.meta_step * (1 - progress), adam, mini_batch=mini_batch,
                            generator=shuffles)
         trained += time.perf_counter() - begin
         if iteration % args.every == 0:

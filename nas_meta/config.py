@@ -81,6 +81,7 @@ LearnerHead = Literal["fixed", "zero", "shared"]
 ANY_WAY_HEADS = ("maml", "fomaml")  # the strategies whose head can be zero or shared (pretrain, random: always zero)
 InitScheme = Literal["kaiming", "xavier", "orthogonal"]
 InnerOptimizer = Literal["sgd", "adam"]
+InnerState = Literal["fresh", "carried"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,11 @@ class LearnerConfig:
     that many ways only; ``zero`` starts every task from a zero head of the task's width and meta-learns the body
     alone; ``shared`` meta-learns one weight vector and bias copied to every class (Ye & Chao, ICLR 2022). Both adapt
     to any number of ways. (Pre-training and random init always fit a zero head.)
+
+    ``inner_state`` (Reptile with ``inner_optimizer: adam``): ``fresh`` starts every task's inner Adam from zero
+    moments; ``carried`` carries its second moments and step count from task to task and from meta-iteration to
+    meta-iteration, and into adaptation at test time, as openai/supervised-reptile does (its Adam slots are never
+    reset). The learner keeps the state and saves it with its weights.
     """
 
     strategy: Strategy = "maml"
@@ -211,9 +217,13 @@ class LearnerConfig:
     meta_step: float = 1.0
     init: InitScheme = "kaiming"
     head: LearnerHead = "fixed"
+    inner_state: InnerState = "fresh"
 
     def __post_init__(self) -> None:
         _check(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a number > 0")
+        _check(self.inner_state == "fresh" or (self.strategy == "reptile" and self.inner_optimizer == "adam"),
+               "learner.inner_state", self.inner_state, f"'fresh' for strategy {self.strategy!r} with inner_optimizer "
+               f"{self.inner_optimizer!r} ('carried' is for reptile with inner_optimizer: adam)")
         _check(self.head == "fixed" or self.strategy in ANY_WAY_HEADS, "learner.head", self.head,
                f"'fixed' for strategy {self.strategy!r} ('zero' and 'shared' are for {list(ANY_WAY_HEADS)}; pretrain "
                "and random always fit a zero head)")
@@ -701,7 +711,10 @@ _SECTION_TYPES: dict[str, type] = {"architecture": ArchConfig, "learner": Learne
 def _validation_base(base: TrainConfig, name: str, value: object) -> TrainConfig:
     """The config a space's value is checked against: ``base``, except that ``architecture.kind: cells`` and
     ``architecture.cell_nodes`` are checked in a cell network with as many edges as they call for (in a trial,
-    the edges come with them)."""
+    the edges come with them), and ``learner.inner_state`` in a Reptile learner with an Adam inner loop."""
+    if name == "learner.inner_state":  # a choice of Reptile with an Adam inner loop
+        return dataclasses.replace(base, learner=dataclasses.replace(base.learner, strategy="reptile",
+                                                                     inner_optimizer="adam"))
     if not (name == "architecture.kind" and value == "cells") and name != "architecture.cell_nodes":
         return base
     nodes = value if name == "architecture.cell_nodes" and isinstance(value, int) and 1 <= value <= MAX_CELL_NODES \

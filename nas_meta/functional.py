@@ -89,24 +89,57 @@ def sgd_steps(loss_grad: LossGrad, params: Mapping[str, Tensor], *, steps: int, 
     return adapted
 
 
+ADAM_BETAS = (0.0, 0.999)  # the inner Adam's betas: β1 = 0, as in Reptile
+
+
 def adam_steps(loss_grad: LossGrad, params: Mapping[str, Tensor], *, steps: int, lr: float,
-               betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> Params:
-    """``steps`` steps of Adam, first-order (Reptile's inner loop uses β1 = 0).
+               betas: tuple[float, float] = ADAM_BETAS, eps: float = 1e-8) -> Params:
+    """``steps`` steps of Adam from zero moments, first-order (Reptile's inner loop uses β1 = 0).
 
     Returns:
         The adapted parameters, detached from ``params``.
     """
+    return adam_steps_carried(loss_grad, params, steps=steps, lr=lr, betas=betas, eps=eps)[0]
+
+
+def adam_steps_carried(loss_grad: LossGrad, params: Mapping[str, Tensor], *, steps: int, lr: float,
+                       betas: tuple[float, float] = ADAM_BETAS, eps: float = 1e-8, moments: Mapping[str, Tensor] | None
+                       = None, step: int = 0) -> tuple[Params, Params]:
+    """``steps`` steps of Adam with β1 = 0 from second moments ``moments`` (zeros if None) after ``step`` earlier
+    steps (for the bias correction), as a carried ``torch.optim.Adam`` takes them.
+
+    Returns:
+        The adapted parameters (detached) and the second moments after the last step (shaped like the adapted
+        parameters: ``moments`` without a task axis broadcast against parameters with one).
+    """
     b1, b2 = betas
+    assert b1 == 0.0, "the carried state holds second moments only (β1 = 0)"
     adapted = {k: p.detach() for k, p in params.items()}
-    m = {k: torch.zeros_like(p) for k, p in adapted.items()}
-    v = {k: torch.zeros_like(p) for k, p in adapted.items()}
-    for t in range(1, steps + 1):
+    v = {k: moments[k] if moments is not None else torch.zeros_like(p) for k, p in adapted.items()}
+    for t in range(step + 1, step + steps + 1):
         grads = loss_grad(adapted, False)
-        m = {k: b1 * m[k] + (1 - b1) * grads[k] for k in adapted}
         v = {k: b2 * v[k] + (1 - b2) * grads[k] ** 2 for k in adapted}
-        step, correction2 = lr / (1 - b1**t), (1 - b2**t) ** 0.5
-        adapted = {k: p - step * m[k] / (v[k].sqrt() / correction2 + eps) for k, p in adapted.items()}
-    return adapted
+        correction2 = (1 - b2**t) ** 0.5
+        adapted = {k: p - lr * grads[k] / (v[k].sqrt() / correction2 + eps) for k, p in adapted.items()}
+    return adapted, v
+
+
+def carry_moments(start: Mapping[str, Tensor], per_task: Mapping[str, Tensor], steps: int,
+                  beta2: float = ADAM_BETAS[1]) -> Params:
+    """One Adam state after a meta-batch's tasks, as if they had run one after another from ``start``.
+
+    Each task ``i`` ran ``steps`` steps from ``start``: its moments are ``b^steps * start + d_i`` (``b`` = β2).
+    Sequentially, task ``i``'s contribution ``d_i`` decays over the ``steps`` steps of every later task:
+    ``b^(T*steps) * start + sum_i b^(steps*(T-1-i)) d_i``. (The tasks' gradients are those taken from ``start``.)
+    """
+    out: Params = {}
+    decay = beta2**steps
+    for name, v0 in start.items():
+        tasks = per_task[name].shape[0]
+        weights = decay ** torch.arange(tasks - 1, -1, -1, dtype=v0.dtype, device=v0.device)
+        contributions = per_task[name] - decay * v0
+        out[name] = decay**tasks * v0 + torch.tensordot(weights, contributions, dims=1)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,13 +157,19 @@ class InnerLoop:
     lr: LearningRate
     first_order: bool = False
     optimizer: Literal["sgd", "adam"] = "sgd"
+    moments: Mapping[str, Tensor] | None = None  # Adam only: carried second moments (None: zeros)
+    step: int = 0  # Adam only: the carried step count
 
     def run(self, loss_grad: LossGrad, params: Mapping[str, Tensor]) -> Params:
         """The adapted parameters, starting from ``params``."""
         if self.optimizer == "adam":
-            assert not isinstance(self.lr, Mapping), "Adam takes one learning rate"
-            return adam_steps(loss_grad, params, steps=self.steps, lr=self.lr)
+            return self.run_adam(loss_grad, params)[0]
         return sgd_steps(loss_grad, params, steps=self.steps, lr=self.lr, first_order=self.first_order)
+
+    def run_adam(self, loss_grad: LossGrad, params: Mapping[str, Tensor]) -> tuple[Params, Params]:
+        """Adam's adapted parameters and second moments (:func:`adam_steps_carried`)."""
+        assert self.optimizer == "adam" and not isinstance(self.lr, Mapping), "Adam takes one learning rate"
+        return adam_steps_carried(loss_grad, params, steps=self.steps, lr=self.lr, moments=self.moments, step=self.step)
 
 
 def task_loss_grad(model: nn.Module, buffers: Mapping[str, Tensor], x: Tensor, y: Tensor) -> LossGrad:
@@ -275,6 +314,23 @@ def batched_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mappi
         return adapt.run(task_loss_grad(model, buffers, x, y), p)
 
     return vmap(one, in_dims=(None, 1, 0), randomness="different")(dict(params), example_major(support_x), support_y)
+
+
+def batched_adam_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                       support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto"
+                       ) -> tuple[Params, Params]:
+    """:func:`batched_adapt` with an Adam inner loop, also returning each task's second moments (leading task axis)."""
+    tasks = support_x.shape[0]
+    if use_tasks_engine(model, buffers, engine):
+        loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
+        adapted, moments = adapt.run_adam(loss_grad, per_task(params, tasks))
+    else:
+        def one(p: Params, x: Tensor, y: Tensor) -> tuple[Params, Params]:
+            return adapt.run_adam(task_loss_grad(model, buffers, x, y), p)
+
+        adapted, moments = vmap(one, in_dims=(None, 1, 0), randomness="different")(
+            dict(params), example_major(support_x), support_y)
+    return adapted, {k: v.expand(tasks, *params[k].shape) for k, v in moments.items()}
 
 
 def batched_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
