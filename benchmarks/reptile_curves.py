@@ -11,6 +11,7 @@ uses, by 50 steps of a fresh Adam (lr 1e-3, β1 = 0) on the support images, then
 Variants (what differs from supervised-reptile is named):
   nas-meta            nas-meta's Reptile learner (batched; a fresh Adam per task; each step on all 50 images)
   nas-meta-carried    the same with ``learner.inner_state: carried`` (the inner Adam's state carried over)
+  nas-meta-carried-mini  and ``learner.inner_batch: 10``: supervised-reptile's training, in nas-meta's learner
   loop-fresh-full     a per-task loop doing what nas-meta does (checks the batched learner against a plain loop)
   loop-fresh-mini     a fresh Adam per task, 5 steps on mini-batches of 10 (each image once)
   supervised-reptile  the inner Adam's state (second moments, step count) carried from task to task and from
@@ -38,7 +39,8 @@ from nas_meta.episodes import Episode
 from nas_meta.training import build_learner, load_workspace
 
 CONFIG = Path(__file__).resolve().parents[1] / "studies" / "baselines" / "reptile-5w1s.yaml"
-VARIANTS = ("nas-meta", "nas-meta-carried", "loop-fresh-full", "loop-fresh-mini", "supervised-reptile")
+VARIANTS = ("nas-meta", "nas-meta-carried", "nas-meta-carried-mini", "loop-fresh-full", "loop-fresh-mini",
+            "supervised-reptile")
 LR, BETAS, STEPS, MINI_BATCH, TEST_STEPS = 1e-3, (0.0, 0.999), 5, 10, 50
 
 
@@ -100,18 +102,19 @@ def test_accuracy(net: nn.Module, episodes: list[Episode]) -> tuple[float, float
 
 
 def run(variant: str, args: argparse.Namespace) -> dict[str, object]:
-    carried = ["learner.inner_state=carried"] if variant == "nas-meta-carried" else []
+    carried = ["learner.inner_state=carried"] if variant.startswith("nas-meta-carried") else []
+    carried += [f"learner.inner_batch={MINI_BATCH}"] if variant == "nas-meta-carried-mini" else []
     config = load_train_config(CONFIG, ["budget.seconds=null", f"budget.iterations={args.iterations}", *carried])
     torch.manual_seed(config.seed)
     workspace = load_workspace(config, args.data, torch.device("cpu"))
     sampler = workspace.task_sampler("train", config.task)
-    test = list(workspace.task_sampler("test", config.task).fixed(600, config.evaluation.seed).batches(args.episodes))[0]
+    test = next(iter(workspace.task_sampler("test", config.task).fixed(600, config.evaluation.seed).batches(args.episodes)))
     learner = build_learner(config, workspace.splits["train"].label_space, torch.device("cpu"), config.seed)
     net = learner.network  # the same initial weights for every variant
     tasks = torch.Generator().manual_seed(config.seed + 1)  # the training tasks nas-meta train draws
     shuffles = torch.Generator().manual_seed(config.seed + 2)
     adam = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS) if variant == "supervised-reptile" else None
-    mini_batch = None if variant in ("nas-meta", "nas-meta-carried", "loop-fresh-full") else MINI_BATCH
+    mini_batch = None if variant.startswith("nas-meta") or variant == "loop-fresh-full" else MINI_BATCH
     curve: list[dict[str, float]] = []
     trained = 0.0
     for iteration in range(1, args.iterations + 1):
@@ -126,8 +129,13 @@ def run(variant: str, args: argparse.Namespace) -> dict[str, object]:
         trained += time.perf_counter() - begin
         if iteration % args.every == 0:
             accuracy, ci = test_accuracy(net, [test])
-            curve.append({"iteration": iteration, "train_seconds": trained, "test_accuracy": accuracy, "ci95": ci})
-            print(f"{variant} {iteration}: {100 * accuracy:.2f}% ± {100 * ci:.2f} ({trained:.0f} s)", flush=True)
+            point = {"iteration": iteration, "train_seconds": trained, "test_accuracy": accuracy, "ci95": ci}
+            own = ""
+            if variant.startswith("nas-meta"):  # also as nas-meta scores it (a carried state adapts from that state)
+                point["own_test_accuracy"] = float(learner.query_scores(test, steps=TEST_STEPS)[1].mean())
+                own = f"; nas-meta's own scoring {100 * point['own_test_accuracy']:.2f}%"
+            curve.append(point)
+            print(f"{variant} {iteration}: {100 * accuracy:.2f}% ± {100 * ci:.2f} ({trained:.0f} s){own}", flush=True)
     return {"variant": variant, "curve": curve}
 
 

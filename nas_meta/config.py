@@ -205,6 +205,10 @@ class LearnerConfig:
     moments; ``carried`` carries its second moments and step count from task to task and from meta-iteration to
     meta-iteration, and into adaptation at test time, as openai/supervised-reptile does (its Adam slots are never
     reset). The learner keeps the state and saves it with its weights.
+
+    ``inner_batch`` (Reptile): each inner step of meta-training takes the next ``inner_batch`` examples of the task,
+    shuffled once per task, as supervised-reptile's mini-batches do (``train_steps * inner_batch`` = the task's
+    examples: each one once); unset, every step takes all of them. Adaptation at test time takes the whole support set.
     """
 
     strategy: Strategy = "maml"
@@ -218,9 +222,14 @@ class LearnerConfig:
     init: InitScheme = "kaiming"
     head: LearnerHead = "fixed"
     inner_state: InnerState = "fresh"
+    inner_batch: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a number > 0")
+        _check(self.inner_batch is None or self.strategy == "reptile", "learner.inner_batch", self.inner_batch,
+               f"unset (null) for strategy {self.strategy!r} (inner mini-batches are for reptile)")
+        _check(self.inner_batch is None or 1 <= self.inner_batch <= 100_000, "learner.inner_batch", self.inner_batch,
+               "an integer in [1, 100000], or unset (null): all of a task's examples in every step")
         _check(self.inner_state == "fresh" or (self.strategy == "reptile" and self.inner_optimizer == "adam"),
                "learner.inner_state", self.inner_state, f"'fresh' for strategy {self.strategy!r} with inner_optimizer "
                f"{self.inner_optimizer!r} ('carried' is for reptile with inner_optimizer: adam)")
@@ -711,8 +720,9 @@ _SECTION_TYPES: dict[str, type] = {"architecture": ArchConfig, "learner": Learne
 def _validation_base(base: TrainConfig, name: str, value: object) -> TrainConfig:
     """The config a space's value is checked against: ``base``, except that ``architecture.kind: cells`` and
     ``architecture.cell_nodes`` are checked in a cell network with as many edges as they call for (in a trial,
-    the edges come with them), and ``learner.inner_state`` in a Reptile learner with an Adam inner loop."""
-    if name == "learner.inner_state":  # a choice of Reptile with an Adam inner loop
+    the edges come with them), and ``learner.inner_state``/``inner_batch`` in a Reptile learner with an Adam inner
+    loop."""
+    if name in ("learner.inner_state", "learner.inner_batch"):  # choices of Reptile (with an Adam inner loop)
         return dataclasses.replace(base, learner=dataclasses.replace(base.learner, strategy="reptile",
                                                                      inner_optimizer="adam"))
     if not (name == "architecture.kind" and value == "cells") and name != "architecture.cell_nodes":

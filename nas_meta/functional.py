@@ -12,6 +12,7 @@ where it applies; the tests hold both engines equal to an explicit per-task loop
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -304,29 +305,55 @@ def example_major(x: Tensor) -> Tensor:
     return x.transpose(0, 1).contiguous()
 
 
+def cycling(oracles: list[LossGrad]) -> LossGrad:
+    """A gradient oracle whose ``k``-th call asks ``oracles[k % len(oracles)]``: inner steps on mini-batches in turn."""
+    calls = itertools.count()
+
+    def loss_grad(params: Params, create_graph: bool) -> Params:
+        return oracles[next(calls) % len(oracles)](params, create_graph)
+
+    return loss_grad
+
+
+def _slices(n: int, batch: int | None) -> list[slice]:
+    return [slice(None)] if batch is None or batch >= n else [slice(a, a + batch) for a in range(0, n, batch)]
+
+
 def batched_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
-                  support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto") -> Params:
-    """Adapt the shared ``params`` to each task of a meta-batch; every returned tensor has a leading task axis."""
+                  support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto",
+                  batch: int | None = None) -> Params:
+    """Adapt the shared ``params`` to each task of a meta-batch; every returned tensor has a leading task axis.
+
+    ``batch``: inner step ``k`` takes the ``k``-th slice of ``batch`` examples of each task (cycling), else all.
+    """
+    if adapt.optimizer == "adam":
+        return batched_adam_adapt(model, params, buffers, support_x, support_y, adapt=adapt, engine=engine,
+                                  batch=batch)[0]
+    parts = _slices(support_x.shape[1], batch)
     if use_tasks_engine(model, buffers, engine):
-        return _adapt_all_tasks(model, params, support_x, support_y, adapt)
+        x = example_major(support_x)
+        loss_grad = cycling([tasks_loss_grad(model, x[part], support_y[:, part]) for part in parts])
+        return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
 
     def one(p: Params, x: Tensor, y: Tensor) -> Params:
-        return adapt.run(task_loss_grad(model, buffers, x, y), p)
+        return adapt.run(cycling([task_loss_grad(model, buffers, x[part], y[part]) for part in parts]), p)
 
     return vmap(one, in_dims=(None, 1, 0), randomness="different")(dict(params), example_major(support_x), support_y)
 
 
 def batched_adam_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
-                       support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto"
-                       ) -> tuple[Params, Params]:
+                       support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto",
+                       batch: int | None = None) -> tuple[Params, Params]:
     """:func:`batched_adapt` with an Adam inner loop, also returning each task's second moments (leading task axis)."""
     tasks = support_x.shape[0]
+    parts = _slices(support_x.shape[1], batch)
     if use_tasks_engine(model, buffers, engine):
-        loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
+        x = example_major(support_x)
+        loss_grad = cycling([tasks_loss_grad(model, x[part], support_y[:, part]) for part in parts])
         adapted, moments = adapt.run_adam(loss_grad, per_task(params, tasks))
     else:
         def one(p: Params, x: Tensor, y: Tensor) -> tuple[Params, Params]:
-            return adapt.run_adam(task_loss_grad(model, buffers, x, y), p)
+            return adapt.run_adam(cycling([task_loss_grad(model, buffers, x[part], y[part]) for part in parts]), p)
 
         adapted, moments = vmap(one, in_dims=(None, 1, 0), randomness="different")(
             dict(params), example_major(support_x), support_y)

@@ -211,7 +211,7 @@ def test_baseline_lookup_prefers_the_study_folder_and_names_what_exists(tmp_path
 
 TRAIN_FIELDS = "['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'seed']"
 LEARNER_FIELDS = ("['strategy', 'inner_lr', 'train_steps', 'test_steps', 'outer_lr', 'meta_batch', 'inner_optimizer', "
-                  "'meta_step', 'init', 'head', 'inner_state']")
+                  "'meta_step', 'init', 'head', 'inner_state', 'inner_batch']")
 EMPTY = "is empty; give a mapping of fields (an empty mapping {} takes every default)."
 STUDY_FIELDS = ("['name', 'data', 'task', 'architecture', 'learner', 'budget', 'evaluation', 'search_space', "
                 "'objectives', 'sampler', 'pruner', 'storage', 'n_trials', 'timeout', 'baselines', 'seed']")
@@ -501,7 +501,7 @@ HOSTILE_SPACE = [
            "'architecture.activation', 'architecture.head', 'architecture.kind', 'architecture.cell_nodes', "
            "'learner.strategy', 'learner.inner_lr', "
            "'learner.train_steps', 'learner.test_steps', 'learner.outer_lr', 'learner.meta_batch', "
-           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head', 'learner.inner_state'], or one element of a "
+           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head', 'learner.inner_state', 'learner.inner_batch'], or one element of a "
            "cell: ['architecture.normal_ops.N', 'architecture.normal_inputs.N', 'architecture.reduce_ops.N', "
            "'architecture.reduce_inputs.N'] (N from 0).", "name-not-searchable"),
     _param("name: s\nparameters: [{name: learner.strategy, type: categorical, choices: [maml]}]\n"

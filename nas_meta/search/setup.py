@@ -46,7 +46,7 @@ from ..storage import (
     study_lock,
 )
 from ..studies import StudyAttr, StudyText, TrialAttr, record_study_texts, study_texts
-from .space import baseline_params
+from .space import baseline_params, check_reproduced
 
 logger = logging.getLogger(__name__)
 # nas-meta relies on these Optuna features deliberately (heartbeat retry, grouped TPE, metric names); their
@@ -179,8 +179,9 @@ def prepare(study_path: str | Path, *, storage: str | None = None, study_name: s
     _check_overrides_reach(space, overrides, study_path)
     baselines = study_baselines(spec, study_path)
     for baseline in baselines:
-        try:
-            baseline_params(space, baseline_config(baseline, spec, study_path))
+        try:  # early, before any storage is opened: the baseline is a point of the space, and its trial is it
+            config = baseline_config(baseline, spec, study_path)
+            check_reproduced(space, spec.base_config(), config, baseline_params(space, config))
         except ConfigError as err:
             raise ConfigError(f"{study_path}: {err}") from None
     if check is not None:

@@ -79,3 +79,21 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
         if flat.get(name) != value:
             raise ConfigError(f"baseline {config.name!r}: {name}={flat.get(name)!r} differs from the space's fixed {value!r}.")
     return params
+
+
+def check_reproduced(space: SearchSpace, base: TrainConfig, config: TrainConfig, params: dict[str, Any]) -> None:
+    """A baseline's trial is built like any other, from the study's base config and the space's values: refuse a
+    baseline whose architecture or learner that trial would not be (a field the space neither searches nor fixes).
+
+    Raises:
+        ConfigError: naming the first field that would differ, the baseline's value and the trial's.
+    """
+    rebuilt = apply_values(space, base, params)
+    for section in ("architecture", "learner"):
+        wanted, built = config.to_dict()[section], rebuilt.to_dict()[section]
+        for field, value in wanted.items():
+            if built[field] != value:
+                raise ConfigError(
+                    f"baseline {config.name!r}: {section}.{field}={value!r} is neither searched nor fixed by the search "
+                    f"space {space.name!r}, so its trial would run with {built[field]!r}; add {section}.{field} to the "
+                    "space (or to its fixed fields), or leave it at the study's value in the baseline.")

@@ -74,20 +74,26 @@ def float64(episode):  # type: ignore[no-untyped-def]
                          episode.class_ids)
 
 
-def test_one_task_at_a_time_the_carried_state_is_torch_adams_never_reset(device: torch.device) -> None:
+@pytest.mark.parametrize("inner_batch", [None, 4])
+def test_one_task_at_a_time_the_carried_state_is_torch_adams_never_reset(inner_batch: int | None,
+                                                                        device: torch.device) -> None:
     # with one task per meta-batch and a meta step of 1, Reptile with a carried Adam is plain Adam (β1 = 0) training
-    # on one task after another: torch.optim.Adam, never reset, must follow the same path
-    model = carried_learner(device, meta_batch=1, meta_step=1.0)
+    # on one task after another: torch.optim.Adam, never reset, must follow the same path (with inner_batch, on the
+    # task's examples shuffled once, 4 at a time: supervised-reptile's mini-batches)
+    model = carried_learner(device, meta_batch=1, meta_step=1.0, inner_batch=inner_batch)
     episodes = [float64(tiny_episode(tasks=1, seed=s, device=device)) for s in range(3)]
     reference = copy.deepcopy(model.network)
     adam = torch.optim.Adam(reference.parameters(), lr=0.01, betas=(0.0, 0.999))
+    shuffles = torch.Generator().manual_seed(model.config.seed)
     for episode in episodes:
         model.meta_step(episode, 0.0)
         x = torch.cat([episode.support_x[0], episode.query_x[0]])
         y = torch.cat([episode.support_y[0], episode.query_y[0]])
-        for _ in range(3):
+        order = torch.rand((1, len(x)), generator=shuffles).argsort(dim=1)[0].to(device)
+        for step in range(3):
+            part = slice(None) if inner_batch is None else order[step * inner_batch:(step + 1) * inner_batch]
             adam.zero_grad()
-            F.cross_entropy(reference(x), y).backward()
+            F.cross_entropy(reference(x[part]), y[part]).backward()
             adam.step()
     for (name, p), q in zip(model.network.named_parameters(), reference.parameters()):
         # atol: conv biases before batch norm have a zero gradient, whose rounding noise Adam scales up to ~1e-10
@@ -146,7 +152,33 @@ def test_the_carried_state_is_learned_used_at_test_time_and_saved_with_the_weigh
         assert torch.allclose(loaded.state_dict()[k].to(v), v.float().to(v)), k
 
 
+def test_sgd_steps_on_mini_batches_equal_a_loop_over_the_slices(device: torch.device) -> None:
+    from nas_meta import functional as fn
+
+    model = carried_learner(device)
+    episode = float64(tiny_episode(seed=3, device=device))
+    params = dict(model.network.named_parameters())
+    adapt = fn.InnerLoop(3, 0.2, first_order=True)
+    for engine in ("tasks", "vmap"):
+        adapted = fn.batched_adapt(model.network, params, {}, episode.support_x, episode.support_y, adapt=adapt,
+                                   engine=engine, batch=4)  # 6 examples a task: slices 0-3, 4-5, then 0-3 again
+        for t in range(episode.tasks):
+            phi = {k: v.detach().clone() for k, v in params.items()}
+            for part in (slice(0, 4), slice(4, 6), slice(0, 4)):
+                phi = {k: v.requires_grad_() for k, v in phi.items()}
+                loss = F.cross_entropy(functional_call(model.network, phi, (episode.support_x[t][part],)),
+                                       episode.support_y[t][part])
+                grads = torch.autograd.grad(loss, list(phi.values()))
+                phi = {k: (v - 0.2 * g).detach() for (k, v), g in zip(phi.items(), grads)}
+            for k in params:
+                assert torch.allclose(adapted[k][t], phi[k], atol=1e-10), (engine, k)
+
+
 @pytest.mark.parametrize(("changes", "message"), [
+    ({"strategy": "maml", "inner_batch": 10}, "learner.inner_batch=10 is not allowed: expected unset (null) for "
+                                              "strategy 'maml' (inner mini-batches are for reptile)."),
+    ({"inner_batch": 0}, "learner.inner_batch=0 is not allowed: expected an integer in [1, 100000], or unset (null): "
+                         "all of a task's examples in every step."),
     ({"strategy": "maml"}, "learner.inner_state='carried' is not allowed: expected 'fresh' for strategy 'maml' with "
                            "inner_optimizer 'adam' ('carried' is for reptile with inner_optimizer: adam)."),
     ({"inner_optimizer": "sgd"}, "learner.inner_state='carried' is not allowed: expected 'fresh' for strategy "
@@ -162,7 +194,8 @@ def test_carried_state_is_for_reptile_with_adam_only(changes: dict, message: str
     assert str(info.value) == message
 
 
-def test_both_engines_carry_the_same_moments(device: torch.device) -> None:
+@pytest.mark.parametrize("batch", [None, 5])
+def test_both_engines_carry_the_same_moments(batch: int | None, device: torch.device) -> None:
     from nas_meta import functional as fn
 
     model = carried_learner(device)
@@ -171,7 +204,7 @@ def test_both_engines_carry_the_same_moments(device: torch.device) -> None:
     params = dict(model.network.named_parameters())
     adapt = model.inner_loop(3, first_order=True)
     results = [fn.batched_adam_adapt(model.network, params, {}, episode.support_x, episode.support_y, adapt=adapt,
-                                     engine=engine) for engine in ("tasks", "vmap")]
+                                     engine=engine, batch=batch) for engine in ("tasks", "vmap")]
     for name in params:
         assert torch.allclose(results[0][0][name], results[1][0][name], atol=1e-8)  # see the test above
         assert torch.allclose(results[0][1][name], results[1][1][name], atol=1e-15)

@@ -156,3 +156,24 @@ def test_one_name_may_hold_several_ranges_only_under_exclusive_conditions() -> N
         assert str(info.value) == ("parameters[2] (learner.inner_lr): declared twice with conditions that can hold at "
                                    "once; give both a `when` on the same parameter with no value in common (or a "
                                    "`label:` to tell them apart).")
+
+
+def test_a_baseline_whose_trial_would_differ_from_it_is_refused_by_name() -> None:
+    import dataclasses
+
+    from nas_meta.config import LearnerConfig, TrainConfig, load_search_space
+    from nas_meta.search.space import baseline_params, check_reproduced
+    from tests.conftest import REPO
+
+    space = load_search_space(REPO / "search_spaces" / "lr-init.yaml")  # searches no learner.init
+    base = TrainConfig()
+    reptile = dataclasses.replace(base, name="reptile-x", learner=LearnerConfig(
+        strategy="reptile", inner_optimizer="adam", inner_lr=0.001, meta_batch=5, inner_state="carried", inner_batch=10))
+    check_reproduced(space, base, reptile, baseline_params(space, reptile))  # every field it sets is searched
+    xavier = dataclasses.replace(reptile, learner=dataclasses.replace(reptile.learner, init="xavier"))
+    with pytest.raises(ConfigError) as info:
+        check_reproduced(space, base, xavier, baseline_params(space, xavier))
+    assert str(info.value) == (
+        "baseline 'reptile-x': learner.init='xavier' is neither searched nor fixed by the search space 'lr-init', so "
+        "its trial would run with 'kaiming'; add learner.init to the space (or to its fixed fields), or leave it at the "
+        "study's value in the baseline.")
