@@ -18,6 +18,8 @@ parameters:
   - {name: learner.inner_lr, label: learner.inner_lr.reptile, type: float, low: 1.0e-4, high: 0.01, log: true,
      when: {learner.strategy: [reptile]}}
   - {name: learner.inner_optimizer, type: categorical, choices: [adam], when: {learner.strategy: [reptile]}}
+  - {name: learner.inner_state, type: categorical, choices: [fresh, carried], when: {learner.inner_optimizer: [adam]}}
+  - {name: learner.inner_batch, type: categorical, choices: [null, 10], when: {learner.strategy: [reptile]}}
   - {name: learner.train_steps, type: int, low: 1, high: 5}
   - {name: learner.test_steps, type: int, low: 1, high: 50}
   - {name: learner.meta_step, type: float, low: 0.1, high: 1.0, when: {learner.strategy: [reptile]}}

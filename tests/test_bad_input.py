@@ -36,7 +36,7 @@ def existing(tmp_path_factory: pytest.TempPathFactory, omniglot: Path) -> tuple[
         (("study.yaml", "task: {ways: 5", "task: {ways: 500"),
          "task.ways=500 is not allowed: expected at most 100, the classes of the 'maml' protocol's dev split."),
         (("study.yaml", "query: 2}", "query: 20}"), "task.shots + task.query=21 is not allowed"),
-        (("space.yaml", "choices: [4, 5]", "choices: []"), "parameters[7].choices=() is not allowed: expected a non-empty list."),
+        (("space.yaml", "choices: [4, 5]", "choices: []"), "parameters[9].choices=() is not allowed: expected a non-empty list."),
         (("space.yaml", "low: 0.05, high: 0.8", "low: 0.0, high: 0.8"),
          "parameters[1].low=0.0 is not allowed: expected > 0 with log: true"),
         (("space.yaml", "choices: [maml, fomaml, reptile]", "choices: [maml, fomaml, reptlie]"),
