@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -260,11 +260,17 @@ def per_task(params: Mapping[str, Tensor], tasks: int) -> Params:
     return {k: v.expand(tasks, *v.shape) for k, v in params.items()}
 
 
+InnerRun = TypeVar("InnerRun")
+
+
 def _adapt_all_tasks(model: nn.Module, params: Mapping[str, Tensor], support_x: Tensor, support_y: Tensor,
-                     adapt: InnerLoop) -> Params:
-    """The task-batched engine's inner loop on every task of a meta-batch (leading task axis out)."""
-    loss_grad = tasks_loss_grad(model, example_major(support_x), support_y)
-    return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
+                     run: Callable[[LossGrad, Params], InnerRun], batch: int | None = None) -> InnerRun:
+    """The task-batched engine's inner loop ``run`` (:meth:`InnerLoop.run` or :meth:`InnerLoop.run_adam`) on every
+    task of a meta-batch (leading task axis out); ``batch``: see :func:`batched_adapt`."""
+    x = example_major(support_x)
+    loss_grad = cycling([tasks_loss_grad(model, x[part], support_y[:, part])
+                         for part in _slices(support_x.shape[1], batch)])
+    return run(loss_grad, per_task(params, support_x.shape[0]))
 
 
 def batched_query_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
@@ -285,7 +291,7 @@ def batched_query_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: 
         Per-task query losses and accuracies, each of shape ``(tasks,)``.
     """
     if use_tasks_engine(model, buffers, engine):
-        adapted = _adapt_all_tasks(model, params, support_x, support_y, adapt)
+        adapted = _adapt_all_tasks(model, params, support_x, support_y, adapt.run)
         return task_batched.task_scores(task_batched.forward(model, adapted, example_major(query_x)), query_y)
     one_task = partial(task_query_loss, model=model, buffers=buffers, adapt=adapt)
     losses, accuracies = vmap(one_task, in_dims=(None, 1, 0, 1, 0), randomness="different")(
@@ -319,6 +325,22 @@ def _slices(n: int, batch: int | None) -> list[slice]:
     return [slice(None)] if batch is None or batch >= n else [slice(a, a + batch) for a in range(0, n, batch)]
 
 
+def _adapt_each_task(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                     support_x: Tensor, support_y: Tensor, run: Callable[[LossGrad, Params], InnerRun],
+                     engine: Engine, batch: int | None) -> InnerRun:
+    """The inner loop ``run`` on every task of a meta-batch, by either engine (leading task axis out)."""
+    if use_tasks_engine(model, buffers, engine):
+        return _adapt_all_tasks(model, params, support_x, support_y, run, batch)
+    parts = _slices(support_x.shape[1], batch)
+
+    def one(p: Params, x: Tensor, y: Tensor) -> InnerRun:
+        return run(cycling([task_loss_grad(model, buffers, x[part], y[part]) for part in parts]), p)
+
+    out: InnerRun = vmap(one, in_dims=(None, 1, 0), randomness="different")(dict(params), example_major(support_x),
+                                                                            support_y)
+    return out
+
+
 def batched_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
                   support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto",
                   batch: int | None = None) -> Params:
@@ -326,38 +348,15 @@ def batched_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mappi
 
     ``batch``: inner step ``k`` takes the ``k``-th slice of ``batch`` examples of each task (cycling), else all.
     """
-    if adapt.optimizer == "adam":
-        return batched_adam_adapt(model, params, buffers, support_x, support_y, adapt=adapt, engine=engine,
-                                  batch=batch)[0]
-    parts = _slices(support_x.shape[1], batch)
-    if use_tasks_engine(model, buffers, engine):
-        x = example_major(support_x)
-        loss_grad = cycling([tasks_loss_grad(model, x[part], support_y[:, part]) for part in parts])
-        return adapt.run(loss_grad, per_task(params, support_x.shape[0]))
-
-    def one(p: Params, x: Tensor, y: Tensor) -> Params:
-        return adapt.run(cycling([task_loss_grad(model, buffers, x[part], y[part]) for part in parts]), p)
-
-    return vmap(one, in_dims=(None, 1, 0), randomness="different")(dict(params), example_major(support_x), support_y)
+    return _adapt_each_task(model, params, buffers, support_x, support_y, adapt.run, engine, batch)
 
 
 def batched_adam_adapt(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
                        support_x: Tensor, support_y: Tensor, *, adapt: InnerLoop, engine: Engine = "auto",
                        batch: int | None = None) -> tuple[Params, Params]:
     """:func:`batched_adapt` with an Adam inner loop, also returning each task's second moments (leading task axis)."""
-    tasks = support_x.shape[0]
-    parts = _slices(support_x.shape[1], batch)
-    if use_tasks_engine(model, buffers, engine):
-        x = example_major(support_x)
-        loss_grad = cycling([tasks_loss_grad(model, x[part], support_y[:, part]) for part in parts])
-        adapted, moments = adapt.run_adam(loss_grad, per_task(params, tasks))
-    else:
-        def one(p: Params, x: Tensor, y: Tensor) -> tuple[Params, Params]:
-            return adapt.run_adam(cycling([task_loss_grad(model, buffers, x[part], y[part]) for part in parts]), p)
-
-        adapted, moments = vmap(one, in_dims=(None, 1, 0), randomness="different")(
-            dict(params), example_major(support_x), support_y)
-    return adapted, {k: v.expand(tasks, *params[k].shape) for k, v in moments.items()}
+    adapted, moments = _adapt_each_task(model, params, buffers, support_x, support_y, adapt.run_adam, engine, batch)
+    return adapted, {k: v.expand(support_x.shape[0], *params[k].shape) for k, v in moments.items()}
 
 
 def batched_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,
