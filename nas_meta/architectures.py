@@ -8,6 +8,7 @@ normalises with the statistics of the batch it sees, as in MAML.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -124,10 +125,15 @@ class Cell(nn.Module):
                                    for op, source in edges)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wire(x, lambda edge, state: self.edges[edge](state))
+
+    def wire(self, x: torch.Tensor, edge: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The cell's sums and mean, with ``edge(i, state)`` the ``i``-th edge applied to a state (the task-batched
+        engine applies each edge to every task at once)."""
         states = [x]
         for j in range(len(self.edges) // 2):
             a, b = 2 * j, 2 * j + 1
-            states.append(self.edges[a](states[self.sources[a]]) + self.edges[b](states[self.sources[b]]))
+            states.append(edge(a, states[self.sources[a]]) + edge(b, states[self.sources[b]]))
         return torch.stack(states[1:]).mean(dim=0)
 
 

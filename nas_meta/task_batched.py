@@ -331,13 +331,8 @@ def _layer(layer: nn.Module, name: str, params: Mapping[str, Tensor], x: Tensor)
         return x.flatten(2)
     if isinstance(layer, SpatialMean):
         return x.mean(dim=(-2, -1))
-    if isinstance(layer, Cell):  # the same sums as Cell.forward, each edge on every task
-        states = [x]
-        for j in range(len(layer.edges) // 2):
-            a, b = 2 * j, 2 * j + 1
-            states.append(_layer(layer.edges[a], f"{name}edges.{a}.", params, states[layer.sources[a]])
-                          + _layer(layer.edges[b], f"{name}edges.{b}.", params, states[layer.sources[b]]))
-        return torch.stack(states[1:]).mean(dim=0)
+    if isinstance(layer, Cell):  # Cell.forward's wiring, each edge on every task
+        return layer.wire(x, lambda edge, state: _layer(layer.edges[edge], f"{name}edges.{edge}.", params, state))
     if isinstance(layer, nn.Sequential):
         return _layers(layer, name, params, x)
     out: Tensor = layer(x)  # elementwise activation, or Identity
