@@ -717,18 +717,36 @@ class ParamSpec:
 _SECTION_TYPES: dict[str, type] = {"architecture": ArchConfig, "learner": LearnerConfig}
 
 
-def _validation_base(base: TrainConfig, name: str, value: object) -> TrainConfig:
-    """The config a space's value is checked against: ``base``, except that ``architecture.kind: cells`` and
-    ``architecture.cell_nodes`` are checked in a cell network with as many edges as they call for (in a trial,
-    the edges come with them), and ``learner.inner_state``/``inner_batch`` in a Reptile learner with an Adam inner
-    loop."""
-    if name in ("learner.inner_state", "learner.inner_batch"):  # choices of Reptile (with an Adam inner loop)
-        return dataclasses.replace(base, learner=dataclasses.replace(base.learner, strategy="reptile",
-                                                                     inner_optimizer="adam"))
-    if not (name == "architecture.kind" and value == "cells") and name != "architecture.cell_nodes":
+def _active_context(earlier: Sequence[ParamSpec], p: ParamSpec) -> dict[str, Any]:
+    """Field values under which ``p`` is active: each parameter its ``when`` names, at the first listed value that
+    parameter can take, and the parameters those are conditioned on in turn (a name that is not an earlier
+    parameter, or values it cannot take, are left to the checks of ``when`` that follow)."""
+    by_key = {q.key: q for q in earlier}
+    context: dict[str, Any] = {}
+    pending = list((p.when or {}).items())
+    while pending:
+        key, values = pending.pop()
+        q = by_key.get(key)
+        if q is None or q.name in context or not isinstance(values, list):
+            continue
+        possible = [v for v in values if (v in (q.choices or ()) if q.type == "categorical" else
+                                          q.type == "int" and isinstance(v, int) and not isinstance(v, bool)
+                                          and q.low is not None and q.high is not None and q.low <= v <= q.high)]
+        if possible:
+            context[q.name] = possible[0]
+            pending += list((q.when or {}).items())
+    return context
+
+
+def _validation_base(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """The config a space's values are checked against: ``base``, except that a cell network (``architecture.kind:
+    cells``, or ``architecture.cell_nodes``) gets as many edges as its nodes call for (in a trial, the edges come
+    with them)."""
+    if values.get("architecture.kind") != "cells" and "architecture.cell_nodes" not in values:
         return base
-    nodes = value if name == "architecture.cell_nodes" and isinstance(value, int) and 1 <= value <= MAX_CELL_NODES \
-        else base.architecture.cell_nodes
+    nodes = values.get("architecture.cell_nodes")
+    if not (isinstance(nodes, int) and 1 <= nodes <= MAX_CELL_NODES):
+        nodes = base.architecture.cell_nodes
     ops, inputs = ("skip",) * 2 * nodes, (0,) * 2 * nodes
     return dataclasses.replace(base, architecture=dataclasses.replace(
         base.architecture, kind="cells", cell_nodes=nodes, normal_ops=ops, normal_inputs=inputs, reduce_ops=ops,
@@ -776,7 +794,8 @@ class SearchSpace:
                     if index is not None:  # one element of a cell: checked on its own (the others come with it)
                         check_cell_element(field_name.partition(".")[2], index, value)
                         continue
-                    apply_overrides(_validation_base(base, p.name, value), {p.name: value})
+                    values = {**_active_context(self.parameters[:i], p), p.name: value}  # checked where it applies
+                    apply_overrides(_validation_base(base, values), values)
                 except ConfigError as err:
                     raise ConfigError(f"parameters[{i}] ({p.key}): {short(value)} is not a valid value: {err}") from None
         seen: dict[str, ParamSpec] = {}

@@ -729,3 +729,22 @@ def test_a_fifo_is_refused_at_once_without_being_opened(tmp_path: Path, load: Ca
         message = refused(load, fifo)
     assert time.perf_counter() - start < 1.0
     assert message == f"{fifo}: is not a regular file (a FIFO or a device?); give a YAML file."
+
+
+def test_a_conditional_parameter_is_checked_where_it_applies(tmp_path: Path) -> None:
+    # inner_state and inner_batch are Reptile's: valid under learner.strategy: [reptile] (and inner_optimizer adam),
+    # refused, naming the rule, when the space makes them conditional on MAML
+    good = ("name: s\nparameters:\n  - {name: learner.strategy, type: categorical, choices: [maml, reptile]}\n"
+            "  - {name: learner.inner_optimizer, type: categorical, choices: [adam], when: {learner.strategy: [reptile]}}\n"
+            "  - {name: learner.inner_state, type: categorical, choices: [fresh, carried], "
+            "when: {learner.inner_optimizer: [adam]}}\n"
+            "  - {name: learner.inner_batch, type: categorical, choices: [null, 10], when: {learner.strategy: [reptile]}}\n")
+    (tmp_path / "good.yaml").write_text(good)
+    assert len(load_search_space(tmp_path / "good.yaml").parameters) == 4
+    (tmp_path / "bad.yaml").write_text(good.replace("choices: [null, 10], when: {learner.strategy: [reptile]}",
+                                                    "choices: [null, 10], when: {learner.strategy: [maml]}"))
+    with pytest.raises(ConfigError) as info:
+        load_search_space(tmp_path / "bad.yaml")
+    assert str(info.value) == (f"{tmp_path / 'bad.yaml'}: parameters[3] (learner.inner_batch): 10 is not a valid value: "
+                               "learner.inner_batch=10 is not allowed: expected unset (null) for strategy 'maml' (inner "
+                               "mini-batches are for reptile).")
