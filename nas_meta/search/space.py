@@ -88,9 +88,9 @@ def check_reproduced(space: SearchSpace, base: TrainConfig, config: TrainConfig,
     Raises:
         ConfigError: naming the first field that would differ, the baseline's value and the trial's.
     """
-    rebuilt = apply_values(space, base, params)
+    wanted_config, built_config = config.to_dict(), apply_values(space, base, params).to_dict()
     for section in ("architecture", "learner"):
-        wanted, built = config.to_dict()[section], rebuilt.to_dict()[section]
+        wanted, built = wanted_config[section], built_config[section]
         for field, value in wanted.items():
             if built[field] != value:
                 raise ConfigError(
