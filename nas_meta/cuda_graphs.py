@@ -15,6 +15,7 @@ is logged once and the step runs eagerly from then on. ``NAS_META_CUDA_GRAPHS=0`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -28,15 +29,17 @@ log = logging.getLogger(__name__)
 StepFunction = Callable[[Episode], tuple[Tensor, ...]]
 
 
+def _tensors(episode: Episode) -> tuple[Tensor, ...]:
+    """An episode's tensors in the order of :class:`Episode`'s fields."""
+    return tuple(getattr(episode, field.name) for field in dataclasses.fields(episode))
+
+
 def _shape(episode: Episode) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(t.shape) for t in (episode.support_x, episode.support_y, episode.query_x, episode.query_y,
-                                          episode.class_ids))
+    return tuple(tuple(t.shape) for t in _tensors(episode))
 
 
 def _copy_into(static: Episode, episode: Episode) -> None:
-    for target, source in zip((static.support_x, static.support_y, static.query_x, static.query_y, static.class_ids),
-                              (episode.support_x, episode.support_y, episode.query_x, episode.query_y,
-                               episode.class_ids)):
+    for target, source in zip(_tensors(static), _tensors(episode), strict=True):
         target.copy_(source, non_blocking=True)
 
 
@@ -88,8 +91,7 @@ class GraphedStep:
         return outputs
 
     def _capture(self, episode: Episode) -> tuple[Tensor, ...]:
-        static = Episode(*(t.clone() for t in (episode.support_x, episode.support_y, episode.query_x,
-                                               episode.query_y, episode.class_ids)))
+        static = Episode(*(t.clone() for t in _tensors(episode)))
         graph = torch.cuda.CUDAGraph()
         try:  # thread_local: CUDA calls of the process's other threads do not invalidate this capture
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
