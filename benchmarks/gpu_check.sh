@@ -51,7 +51,7 @@ if [ "$DRY" = 1 ]; then
   timeout 300 "$PY" benchmarks/matrix.py --dry-run --device cpu --cells 5w1s-so,reptile-5w1s --out "$OUT/matrix" \
     2>&1 | tail -4 | tee -a "$REPORT"
 else
-  timeout 140 "$PY" benchmarks/matrix.py --peer "$PY" --device cuda --rounds 1 --iters 5 --out "$OUT/matrix" \
+  timeout ${MATRIX_SECONDS:-140} "$PY" benchmarks/matrix.py --peer "$PY" --device cuda --rounds 1 --iters ${MATRIX_ITERS:-5} --out "$OUT/matrix" \
     2>&1 | tail -12 | tee -a "$REPORT"
 fi
 stage "(b) where a MAML step's time goes on $DEVICE"

@@ -10,6 +10,7 @@ import torch
 
 from ._version import __version__
 from .config import TrainConfig, check_arguments, whole
+from .cuda_graphs import WARMUP_CALLS
 from .episodes import Episode
 from .runtime import resolve_device, seed_everything, tune_allocator
 from .training import build_learner
@@ -51,7 +52,9 @@ def bench(
 ) -> dict[str, object]:
     """Time meta-training steps on synthetic 1x28x28 episodes of the default network (compute only).
 
-    ``tune_memory=False`` leaves the C allocator as it is (see :func:`nas_meta.runtime.tune_allocator`).
+    Where the learner replays its meta-step from a CUDA graph (:mod:`nas_meta.cuda_graphs`), the untimed steps
+    run at least until the graph is captured, so the timing is that of training's steady state, as for eager
+    steps (``cuda_graphs`` in the result says which was timed). ``tune_memory=False`` leaves the C allocator as it is (see :func:`nas_meta.runtime.tune_allocator`).
 
     Raises:
         ConfigError: a bad argument (named).
@@ -75,6 +78,9 @@ def bench(
     allocator_tuned = tune_allocator() if tune_memory else False
     learner = build_learner(cfg, label_space=100, device=torch_device, seed=0)
     episode = synthetic_episode(cfg, meta_batch, torch_device)
+    graphed = learner.uses_cuda_graphs()
+    if graphed:  # eager warm-up calls, then the capturing call: none of them is a replay
+        warmup = max(warmup, WARMUP_CALLS + 1)
     for _ in range(warmup):
         learner.meta_step(episode, 0.0)
     _synchronize(torch_device)
@@ -92,5 +98,5 @@ def bench(
         "shots": shots, "query": query, "meta_batch": meta_batch, "steps": steps, "iterations": iterations,
         "device": str(torch_device), "threads": torch.get_num_threads(), "meta_iters_per_s": iterations / seconds,
         "tasks_per_s": iterations * meta_batch / seconds, "peak_memory_mb": peak / 2**20,
-        "allocator_tuned": allocator_tuned,
+        "allocator_tuned": allocator_tuned, "cuda_graphs": graphed, "warmup": warmup,
     }

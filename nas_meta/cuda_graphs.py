@@ -27,6 +27,7 @@ from .episodes import Episode
 log = logging.getLogger(__name__)
 
 StepFunction = Callable[[Episode], tuple[Tensor, ...]]
+WARMUP_CALLS = 3  # eager calls before the capture
 
 
 def _tensors(episode: Episode) -> tuple[Tensor, ...]:
@@ -56,7 +57,7 @@ class GraphedStep:
             libraries and autograd's buffers happens there, not inside the capture).
     """
 
-    def __init__(self, step: StepFunction, warmup: int = 3) -> None:
+    def __init__(self, step: StepFunction, warmup: int = WARMUP_CALLS) -> None:
         self.step = step
         self.warmup = warmup
         self.calls = 0
