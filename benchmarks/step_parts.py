@@ -88,7 +88,7 @@ def main() -> None:
             fn.batched_forward(net, adapted, {}, query_x, engine=engine)
 
     def support(gradient: bool, example_major: bool) -> Callable[[], object]:
-        loss = grad(fn.classification_loss) if gradient else fn.classification_loss
+        loss = grad(fn.support_loss) if gradient else fn.support_loss
         images = fn.example_major(support_x) if example_major else support_x
 
         def step() -> object:

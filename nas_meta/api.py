@@ -23,7 +23,7 @@ from .report import attach_to_dashboard
 from .search import SearchListener, search
 from .storage import default_storage_url
 from .studies import fetch_trial_learner, summarize
-from .training import DevScore, End, Record, Result, Step, Workspace
+from .training import DevScore, End, Record, Result, Step, TaskSource
 from .training import train_iter as _train_iter
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def train_iter(
     data: str | Path | None = None,
     device: str = "auto",
     seed: int | None = None,
-    workspace: Workspace | None = None,
+    workspace: TaskSource | None = None,
 ) -> Iterator[Step | DevScore | End | Result]:
     """Meta-train ``config`` (a TrainConfig or a training config file; records of
     :func:`nas_meta.training.train_iter`) and save the learner to ``out``.

@@ -148,7 +148,15 @@ def build_cell_body(arch: ArchConfig, in_channels: int = 1) -> list[nn.Module]:
 
 
 def build_body(arch: ArchConfig, image_size: int, in_channels: int = 1) -> nn.Sequential:
-    """The convolutional feature extractor, ending with the head's pooling/flattening."""
+    """The feature extractor: convolutional (ending with the head's pooling/flattening), or for ``kind: mlp`` the
+    flattened input through ``blocks`` hidden layers of ``channels`` units, each followed by the activation."""
+    if arch.kind == "mlp":
+        hidden: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * image_size * image_size
+        for _ in range(arch.blocks):
+            hidden += [nn.Linear(width, arch.channels), _ACTIVATIONS[arch.activation]()]
+            width = arch.channels
+        return nn.Sequential(*hidden)
     if arch.kind == "cells":
         return nn.Sequential(*build_cell_body(arch, in_channels),
                              nn.Flatten() if arch.head == "flatten" else SpatialMean())
@@ -171,6 +179,8 @@ def build_body(arch: ArchConfig, image_size: int, in_channels: int = 1) -> nn.Se
 
 def feature_dim(arch: ArchConfig, image_size: int) -> int:
     """Length of the feature vector the head's linear layer reads."""
+    if arch.kind == "mlp":
+        return arch.channels
     channels, side = feature_shape(arch, image_size)
     return channels * side * side if arch.head == "flatten" else channels
 
@@ -188,8 +198,9 @@ def build_network(arch: ArchConfig, ways: int, image_size: int = 28, in_channels
     Args:
         arch: the architecture.
         ways: number of output classes.
-        image_size: side of the square input images.
-        in_channels: input channels (1 for Omniglot).
+        image_size: side of the square input images (1 for a task family whose inputs are real vectors:
+            :meth:`~nas_meta.config.TrainConfig.network_input`).
+        in_channels: input channels (1 for Omniglot), or an input vector's length.
 
     Returns:
         An ``nn.Sequential`` with children ``body`` and ``head``.

@@ -184,6 +184,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def log_test_run(run: dict[str, Any]) -> None:
+    """Log one trained run of a comparison: its test score (accuracy, or the MSE of a regression family)."""
+    score = "accuracy" if "test_accuracy" in run else "mse"
+    logger.info("%s seed %s: test %s %.4f after %s iterations", run["method"], run["seed"], score,
+                run[f"test_{score}"], run["iterations"])
+
+
 def _compare(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -199,12 +206,8 @@ def _compare(args: argparse.Namespace) -> int:
         budget = dataclasses.replace(budget, iterations=args.budget_iterations)
     baselines = [b for b in args.baselines.split(",") if b]
 
-    def on_run(run: dict[str, object]) -> None:
-        logger.info("%s seed %s: test accuracy %.4f after %s iterations", run["method"], run["seed"],
-                    run["test_accuracy"], run["iterations"])
-
     compare(config, args.out, baselines=baselines, seeds=args.seeds, episodes=args.episodes, budget=budget,
-            data=args.data, device=args.device, on_run=on_run)
+            data=args.data, device=args.device, on_run=log_test_run)
     with open(f"{args.out}/comparison.md") as f:
         print(f.read())
     return 0
@@ -219,13 +222,9 @@ def _finalize(args: argparse.Namespace) -> int:
     name = args.study_name or load_study_spec(study_file(args.study_file)).name
     baselines = [b for b in args.baselines.split(",") if b]
 
-    def on_run(run: dict[str, object]) -> None:
-        logger.info("%s seed %s: test accuracy %.4f after %s iterations", run["method"], run["seed"],
-                    run["test_accuracy"], run["iterations"])
-
     finalize(name, storage, args.out, budget_seconds=args.budget_seconds, top_k=args.top_k,
              seeds=args.seeds, episodes=args.episodes, baselines=baselines, data=args.data, device=args.device,
-             on_run=on_run)
+             on_run=log_test_run)
     with open(f"{args.out}/finalize.md") as f:
         print(f.read())
     return 0

@@ -32,7 +32,7 @@ from .config import (
 from .errors import ConfigError
 from .report import comparison_figure, figures_html
 from .runtime import resolve_device
-from .training import evaluate, load_workspace, mean_ci95, train_iter
+from .training import EvalResult, evaluate, load_workspace, mean_ci95, train_iter
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +83,14 @@ def compare(
     budget = budget or candidate.budget
     methods: dict[str, TrainConfig] = {f"candidate ({candidate.learner.strategy})": candidate}
     for name in baselines:
-        base = load_train_config(baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES],
+        base = load_train_config(baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES], family=task.family,
                                                field_name="--baselines"))
         methods[f"{name} (paper settings)"] = dataclasses.replace(  # the candidate's data and kind of episode
             base, data=candidate.data, task=dataclasses.replace(base.task, within_alphabet=task.within_alphabet))
     check_compare_target(out, [_slug(m) for m in methods])
     torch_device = resolve_device(device)
     workspace = load_workspace(candidate, data, torch_device)
+    score = score_of(candidate)
     test = workspace.task_sampler("test", task).fixed(episodes, candidate.evaluation.seed)
     per_episode: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     runs: list[dict[str, Any]] = []
@@ -99,20 +100,48 @@ def compare(
             result = train_to_folder(train_iter(run_config, device=device, workspace=workspace),
                                      out / _slug(method) / f"seed-{seed}")  # an interrupt stops here
             scores = evaluate(result.learner, test, batch=run_config.evaluation.batch)
-            per_episode[method].append(scores.per_episode_accuracy)
+            per_episode[method].append(score.per_episode(scores))
             metrics = result.metrics
-            run = {"method": method, "seed": seed, "test_accuracy": scores.accuracy,
-                   "test_accuracy_ci95": scores.accuracy_ci95, "train_seconds": metrics.train_seconds,
+            value, ci = mean_ci95(per_episode[method][-1])
+            run = {"method": method, "seed": seed, f"test_{score.name}": value,
+                   f"test_{score.name}_ci95": ci, "train_seconds": metrics.train_seconds,
                    "iterations": metrics.iterations, "parameters": metrics.parameters, "status": metrics.status}
             runs.append(run)
             if on_run is not None:
                 on_run(run)
-    table = _table(methods, per_episode, runs, list(methods)[1:])
-    _write(out, table, pd.DataFrame(runs), candidate, budget, episodes, seeds)
+    table = _table(methods, per_episode, runs, list(methods)[1:], score)
+    _write(out, table, pd.DataFrame(runs), candidate, budget, episodes, seeds, score)
     return table
 
 
 COMPARE_FILES = ("comparison.csv", "comparison.md", "comparison.html", "runs.csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """What a comparison scores each test episode by: accuracy (classification) or the query MSE (regression)."""
+
+    name: str  # its columns: test_<name>, test_<name>_ci95
+    title: str
+    percent: bool  # shown in percent (and differences in points)
+
+    def per_episode(self, result: EvalResult) -> np.ndarray:
+        return result.per_episode_accuracy if self.name == "accuracy" else result.per_episode_loss
+
+    def text(self, value: float, ci: float) -> str:
+        return f"{100 * value:.2f}% ± {100 * ci:.2f}" if self.percent else f"{value:.4f} ± {ci:.4f}"
+
+    def difference(self, value: float, ci: float) -> str:
+        return f"{100 * value:+.2f} ± {100 * ci:.2f} pts" if self.percent else f"{value:+.4f} ± {ci:.4f}"
+
+
+ACCURACY = Score("accuracy", "test accuracy", percent=True)
+MSE = Score("mse", "test MSE", percent=False)
+
+
+def score_of(config: TrainConfig) -> Score:
+    """The score of ``config``'s task family: the query MSE for the sinusoid family, else accuracy."""
+    return MSE if config.task.family == "sinusoid" else ACCURACY
 
 
 def check_compare_target(out: Path, methods: list[str]) -> None:
@@ -142,18 +171,18 @@ STOPPED_BY = {"time_budget": "seconds", "completed": "iterations"}  # which limi
 
 
 def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarray]], runs: list[dict[str, Any]],
-           baselines: list[str]) -> pd.DataFrame:
+           baselines: list[str], score: Score) -> pd.DataFrame:
     rows = []
     candidate = next(iter(methods))
     cand_mean = np.mean(per_episode[candidate], axis=0)
     for method, config in methods.items():
-        episode_mean = np.mean(per_episode[method], axis=0)  # each episode's accuracy, averaged over seeds
+        episode_mean = np.mean(per_episode[method], axis=0)  # each episode's score, averaged over seeds
         acc, ci = mean_ci95(episode_mean)
         seed_means = [float(a.mean()) for a in per_episode[method]]
         mine = [r for r in runs if r["method"] == method]
         row: dict[str, Any] = {
             "method": method, "strategy": config.learner.strategy,
-            "test_accuracy": acc, "test_accuracy_ci95": ci,
+            f"test_{score.name}": acc, f"test_{score.name}_ci95": ci,
             "seed_std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else math.nan,
             "parameters": mine[0]["parameters"], "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),
             "iterations": float(np.mean([r["iterations"] for r in mine])),
@@ -169,7 +198,7 @@ def _table(methods: dict[str, TrainConfig], per_episode: dict[str, list[np.ndarr
 
 
 def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainConfig, budget: BudgetConfig,
-           episodes: int, seeds: int) -> None:
+           episodes: int, seeds: int, score: Score) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "comparison.csv", table.to_csv(index=False).encode())
     atomic_write(out / "runs.csv", runs.to_csv(index=False).encode())
@@ -180,26 +209,35 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
         budget_text = f"{budget.seconds:g} s of meta-training"
     else:
         budget_text = f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first"
+    if task.family == "sinusoid":
+        setting = f"Sinusoid regression, {task.shots}-shot"
+        points = f"{task.query} query points per task"
+    else:
+        setting = f"{task.ways}-way {task.shots}-shot Omniglot ({candidate.data.protocol} protocol)"
+        points = f"{task.query} query images per class"
+    what = "Accuracy" if score.percent else "Query MSE"
     lines = [
-        f"# {task.ways}-way {task.shots}-shot Omniglot ({candidate.data.protocol} protocol): candidate vs baselines", "",
+        f"# {setting}: candidate vs baselines", "",
         (f"Each method meta-trained with the same budget ({budget_text}) for {seeds} seed(s), then scored on the same "
-        f"{episodes} fixed test episodes ({task.query} query images per class). Baselines use their papers' settings "
-        "for this ways/shots (studies/baselines/), scaled only in the number of meta-iterations. Accuracy ± 95% CI over "
-        "episodes (per-episode accuracy averaged over seeds); seed std is the spread of the per-seed means; the paired "
-        "difference is over identical episodes."), "",
-        "| method | test accuracy | seed std | paired difference | parameters | train s | meta-iterations | stopped by |",
+         f"{episodes} fixed test episodes ({points}). Baselines use their papers' settings for this task "
+         f"(studies/baselines/), scaled only in the number of meta-iterations. {what} ± 95% CI over episodes "
+         f"(per-episode {score.title[5:]} averaged over seeds); seed std is the spread of the per-seed means; the paired "
+         "difference is over identical episodes."), "",
+        f"| method | {score.title} | seed std | paired difference | parameters | train s | meta-iterations | stopped by |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
-        diffs = "; ".join(f"vs {k[8:]}: {100 * row[k]:+.2f} ± {100 * row[k + '_ci95']:.2f} pts"
+        diffs = "; ".join(f"vs {k[8:]}: {score.difference(row[k], row[k + '_ci95'])}"
                           for k in row if k.startswith("diff_vs_") and not k.endswith("_ci95") and not pd.isna(row[k]))
-        spread = "–" if math.isnan(row["seed_std"]) else f"{100 * row['seed_std']:.2f}"  # undefined for one seed
-        lines.append(f"| {row['method']} | {100 * row['test_accuracy']:.2f}% ± {100 * row['test_accuracy_ci95']:.2f} | "
+        spread = ("–" if math.isnan(row["seed_std"])  # undefined for one seed
+                  else f"{100 * row['seed_std']:.2f}" if score.percent else f"{row['seed_std']:.4f}")
+        lines.append(f"| {row['method']} | {score.text(row[f'test_{score.name}'], row[f'test_{score.name}_ci95'])} | "
                      f"{spread} | {diffs} | {row['parameters']:,} | {row['train_seconds']:.0f} | "
                      f"{row['iterations']:.0f} | {row['stopped_by']} |")
     atomic_write(out / "comparison.md", ("\n".join(lines) + "\n").encode())
     intro = "".join(f"<p>{line}</p>" for line in lines[2:3])
     atomic_write(out / "comparison.html", figures_html("nas-meta comparison", [
-        ("Test accuracy (95% CI over episodes)", comparison_figure(table))], intro).encode())
+        (f"{score.title.capitalize()} (95% CI over episodes)", comparison_figure(table, score.name, score.percent))],
+        intro).encode())
 
 

@@ -27,6 +27,17 @@ from .resources import shipped_baselines
 Strategy = Literal["maml", "fomaml", "reptile", "metasgd", "pretrain", "random"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Protocol = Literal["maml", "vinyals", "lake"]
+TaskFamily = Literal["omniglot", "sinusoid"]
+MAX_POINTS = 100_000  # support + query points of one sinusoid task
+# What a family's configs get where they leave a field of a section out: the dataclasses' defaults are Omniglot's (the
+# MAML paper's network and rates); the sinusoid family's are the paper's section 5.1 (2 x 40 ReLU MLP, inner lr 0.01,
+# meta-batch 25), with Xavier's initialization (Kaiming's, scaled for images, starts the MLP at a loss of about 100)
+FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "omniglot": {},
+    "sinusoid": {"task": {"ways": 1, "shots": 10, "query": 10},
+                 "architecture": {"kind": "mlp", "blocks": 2, "channels": 40, "norm": "none", "activation": "relu"},
+                 "learner": {"inner_lr": 0.01, "meta_batch": 25, "test_steps": 10, "init": "xavier"}},
+}
 MAX_SEED = 2**32 - 1
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 STUDY_NAME_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -72,7 +83,7 @@ Downsample = Literal["stride", "maxpool"]
 Norm = Literal["batch", "instance", "layer", "none"]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
 Head = Literal["mean", "flatten"]
-ArchKind = Literal["conv", "cells"]
+ArchKind = Literal["conv", "cells", "mlp"]
 CELL_OPS = ("conv_3x3", "conv_5x5", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3",
             "skip", "none")
 MAX_CELL_NODES = 4
@@ -97,21 +108,35 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The N-way K-shot episode shape: ``query`` examples per class are scored after adaptation.
+    """The task family and its episode shape.
 
-    ``within_alphabet`` draws each episode's classes from one alphabet (chosen uniformly among those of the split
-    with at least ``ways`` classes), in every split: Lake et al.'s one-shot task, harder than classes drawn at large.
+    ``family: omniglot`` (N-way K-shot classification): ``ways`` classes, ``shots`` support and ``query`` query
+    drawings per class. ``within_alphabet`` draws each episode's classes from one alphabet (chosen uniformly among
+    those of the split with at least ``ways`` classes), in every split: Lake et al.'s one-shot task, harder than
+    classes drawn at large.
+
+    ``family: sinusoid`` (K-shot regression, Finn et al. 2017, section 5.1): each task is ``y = A sin(x - b)`` with
+    amplitude ``A`` in [0.1, 5.0] and phase ``b`` in [0, pi]; ``shots`` support and ``query`` query points, ``x``
+    uniform in [-5, 5]; the loss is the mean squared error. ``ways`` is 1 (one output).
     """
 
     ways: int = 5
     shots: int = 1
     query: int = 15
     within_alphabet: bool = False
+    family: TaskFamily = "omniglot"
 
     def __post_init__(self) -> None:
-        _check(2 <= self.ways <= 10_000, "task.ways", self.ways, "an integer in [2, 10000]")
         _check(self.shots >= 1, "task.shots", self.shots, "an integer >= 1")
         _check(self.query >= 1, "task.query", self.query, "an integer >= 1")
+        if self.family == "sinusoid":
+            _check(self.ways == 1, "task.ways", self.ways, "1 with task.family: sinusoid (one regression output)")
+            _check(not self.within_alphabet, "task.within_alphabet", self.within_alphabet,
+                   "false with task.family: sinusoid (alphabets are Omniglot's)")
+            _check(self.shots + self.query <= MAX_POINTS, "task.shots + task.query", self.shots + self.query,
+                   f"at most {MAX_POINTS} points per sinusoid task")
+            return
+        _check(2 <= self.ways <= 10_000, "task.ways", self.ways, "an integer in [2, 10000]")
         _check(
             self.shots + self.query <= 20,
             "task.shots + task.query",
@@ -152,6 +177,8 @@ class ArchConfig:
         _check(self.kernel in (1, 3, 5, 7), "architecture.kernel", self.kernel, "one of [1, 3, 5, 7]")
         _check(1 <= self.cell_nodes <= MAX_CELL_NODES, "architecture.cell_nodes", self.cell_nodes,
                f"an integer in [1, {MAX_CELL_NODES}]")
+        _check(self.kind != "mlp" or self.norm == "none", "architecture.norm", self.norm,
+               "'none' with kind: mlp (the norms are those of convolutional feature maps)")
         for cell in ("normal", "reduce"):
             ops, inputs = getattr(self, f"{cell}_ops"), getattr(self, f"{cell}_inputs")
             for i, op in enumerate(ops):
@@ -310,10 +337,18 @@ class TrainConfig(RunSections):
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
+        if self.task.family == "sinusoid":
+            _check(self.architecture.kind == "mlp", "architecture.kind", self.architecture.kind,
+                   "'mlp' with task.family: sinusoid (its inputs are numbers, not images)")
         if self.task.within_alphabet:  # (the plain ways limit is the workspace's: tests train on small fake splits)
             check_task_fits_protocol(self.task, self.data.protocol)
         _check(0 < len(self.name) <= 200 and self.name.isprintable(), "name", self.name,
                "a name of 1 to 200 printable characters")
+
+    def network_input(self) -> tuple[int, int]:
+        """``(image_size, in_channels)`` of the network's input: Omniglot's grey images, or for the sinusoid family
+        one real number (a 1 x 1 "image" of one channel)."""
+        return (1, 1) if self.task.family == "sinusoid" else (self.data.image_size, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (lists, not tuples: YAML and JSON) that :func:`train_config_from_dict` turns back into an
@@ -338,6 +373,20 @@ def _check(ok: bool, name: str, value: object, allowed: str) -> None:
 T = TypeVar("T")
 
 
+def with_family_defaults(data: dict[Any, Any]) -> dict[Any, Any]:
+    """``data`` (a config's sections) with the fields it leaves out taken from its task family's defaults
+    (:data:`FAMILY_DEFAULTS`), e.g. the sinusoid family's one output and 2 x 40 ReLU MLP."""
+    task = data.get("task")
+    family = task.get("family", "omniglot") if isinstance(task, dict) else "omniglot"
+    defaults = FAMILY_DEFAULTS.get(family, {}) if isinstance(family, str) else {}
+    out = dict(data)
+    for section, fields in defaults.items():
+        given = data.get(section)
+        if given is None or isinstance(given, dict):  # else a malformed section, which from_dict names
+            out[section] = {**fields, **(given or {})}
+    return out
+
+
 def from_dict(cls: type[T], data: object, where: str = "") -> T:
     """Build the frozen dataclass ``cls`` from plain YAML data, checking keys and types.
 
@@ -354,6 +403,8 @@ def from_dict(cls: type[T], data: object, where: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'the file'} must be a mapping of fields, but got {_show(data)}.")
+    if isinstance(cls, type) and issubclass(cls, RunSections):
+        data = with_family_defaults(data)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(str(k) for k in data if k not in names)
@@ -912,18 +963,21 @@ class StudySpec(RunSections):
 SHIPPED_BASELINES = shipped_baselines()
 
 
-def baseline_path(name: str, ways: int, shots: int, folders: list[Path], *, field_name: str = "baselines") -> Path:
-    """``<folder>/<name>-<W>w<S>s.yaml`` from the first of ``folders`` that has it.
+def baseline_path(name: str, ways: int, shots: int, folders: list[Path], *, field_name: str = "baselines",
+                  family: str = "omniglot") -> Path:
+    """``<folder>/<name>-<W>w<S>s.yaml`` (``<name>-sinusoid-<S>s.yaml`` for the sinusoid family) from the first of
+    ``folders`` that has it.
 
     Raises:
         ConfigError: no folder has it (the message lists the files of the first folder).
     """
-    stem = f"{name}-{ways}w{shots}s.yaml"
+    stem = f"{name}-sinusoid-{shots}s.yaml" if family == "sinusoid" else f"{name}-{ways}w{shots}s.yaml"
     for folder in folders:
         if (folder / stem).exists():
             return folder / stem
     known = sorted(p.name for p in folders[0].glob("*.yaml"))
-    raise ConfigError(f"{field_name}: {name!r} has no config {folders[0] / stem} for {ways}-way {shots}-shot; "
+    what = f"sinusoid {shots}-shot" if family == "sinusoid" else f"{ways}-way {shots}-shot"
+    raise ConfigError(f"{field_name}: {name!r} has no config {folders[0] / stem} for {what}; "
                       f"files in {folders[0]}: {known}.")
 
 

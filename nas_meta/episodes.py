@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol, Self
 
 import numpy as np
 import torch
@@ -185,12 +186,26 @@ class EpisodeSampler:
         return FixedEpisodes(self, self.sample_index(generator, episodes, full_sort=True))
 
 
+class TaskIndex(Protocol):
+    """What identifies a meta-batch of tasks of some family (:class:`EpisodeIndex` for Omniglot)."""
+
+    def __len__(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> Self: ...
+
+
+class EpisodeBuilder(Protocol):
+    """A family's sampler, as a fixed set uses it: builds the episodes of an index on its device."""
+
+    def build(self, index: Any) -> Episode: ...
+
+
 @dataclass(frozen=True)
 class FixedEpisodes:
     """A fixed, reproducible set of episodes, built on the device in batches when iterated."""
 
-    sampler: EpisodeSampler
-    index: EpisodeIndex
+    sampler: EpisodeBuilder
+    index: TaskIndex
 
     def __len__(self) -> int:
         return len(self.index)

@@ -39,7 +39,7 @@ from .errors import ConfigError
 from .runtime import resolve_device
 from .storage import StorageHandle
 from .studies import existing_study, trial_config
-from .training import Workspace, load_workspace, train_iter
+from .training import TaskSource, load_workspace, train_iter
 
 logger = logging.getLogger(__name__)
 
@@ -119,19 +119,21 @@ def finalize(
     configs = {t.number: trial_config(study, t) for t in trials}  # every config read before any training
     for config in configs.values():  # and every baseline found: a typo must not surface after hours of training
         for name in baselines:
-            baseline_path(name, config.task.ways, config.task.shots, [SHIPPED_BASELINES], field_name="--baselines")
+            baseline_path(name, config.task.ways, config.task.shots, [SHIPPED_BASELINES], field_name="--baselines",
+                          family=config.task.family)
     budget = BudgetConfig(iterations=MAX_ITERATIONS, seconds=float(budget_seconds))
     torch_device = resolve_device(device)
-    workspaces: dict[DataConfig, Workspace] = {}  # Omniglot loaded once for the trials that share its settings
+    workspaces: dict[tuple[DataConfig, str], TaskSource] = {}  # data loaded once for the trials that share it
     rows: list[dict[str, Any]] = []
     for trial in trials:
         config = configs[trial.number]
-        if config.data not in workspaces:
-            workspaces[config.data] = load_workspace(config, data, torch_device)
+        source = (config.data, config.task.family)
+        if source not in workspaces:
+            workspaces[source] = load_workspace(config, data, torch_device)
         for seed in range(seeds):
             result = train_to_folder(
                 train_iter(dataclasses.replace(config, budget=budget, seed=seed), device=device,
-                           workspace=workspaces[config.data]),  # an interrupt stops here
+                           workspace=workspaces[source]),  # an interrupt stops here
                 out / "candidates" / f"trial-{trial.number}" / f"seed-{seed}")
             metrics = result.metrics
             row = {"trial": trial.number, "seed": seed, "search_dev_loss": trial.values[0],

@@ -19,11 +19,10 @@ from functools import partial
 from typing import Literal, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from . import task_batched
+from . import objectives, task_batched
 
 Params = dict[str, Tensor]
 LearningRate = float | Mapping[str, Tensor]
@@ -50,11 +49,12 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str
     return out
 
 
-def classification_loss(
+def support_loss(
     params: Mapping[str, Tensor], model: nn.Module, buffers: Mapping[str, Tensor], x: Tensor, y: Tensor
 ) -> Tensor:
-    """Mean cross-entropy of ``model(params)`` on ``(x, y)``; ``params`` first so ``grad`` differentiates it."""
-    return F.cross_entropy(forward(model, params, buffers, x), y)
+    """Mean loss of ``model(params)`` on ``(x, y)`` (:func:`nas_meta.objectives.mean_loss`: cross-entropy for class
+    labels, squared error for real targets); ``params`` first so ``grad`` differentiates it."""
+    return objectives.mean_loss(forward(model, params, buffers, x), y)
 
 
 LossGrad = Callable[[Params, bool], Params]
@@ -179,7 +179,7 @@ def task_loss_grad(model: nn.Module, buffers: Mapping[str, Tensor], x: Tensor, y
     def loss_grad(params: Params, create_graph: bool) -> Params:
         # without create_graph no outer graph is recorded (torch.func.grad still differentiates inside no_grad)
         with contextlib.nullcontext() if create_graph else torch.no_grad():
-            grads: Params = grad(classification_loss)(params, model, buffers, x, y)
+            grads: Params = grad(support_loss)(params, model, buffers, x, y)
         return grads
 
     return loss_grad
@@ -206,7 +206,7 @@ def tasks_loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> LossGrad:
         y: support labels ``(T, n)``.
 
     The oracle takes and returns parameters with a leading task axis; each task's gradient is that of its
-    own mean cross-entropy.
+    own mean loss (:mod:`nas_meta.objectives`).
     """
 
     def loss_grad(params: Params, create_graph: bool) -> Params:
@@ -238,13 +238,12 @@ def task_query_loss(
     """Adapt on one task's support set, then score its query set.
 
     Returns:
-        ``(query_loss, query_accuracy)`` as 0-d tensors; the loss is differentiable w.r.t. ``params``.
+        ``(query_loss, query_accuracy)`` as 0-d tensors (accuracy NaN for regression); the loss is differentiable
+        w.r.t. ``params``.
     """
     adapted = adapt.run(task_loss_grad(model, buffers, support_x, support_y), params)
     logits = forward(model, adapted, buffers, query_x)
-    loss = F.cross_entropy(logits, query_y)
-    accuracy = (logits.argmax(dim=-1) == query_y).float().mean()
-    return loss, accuracy
+    return objectives.mean_loss(logits, query_y), objectives.example_correct(logits, query_y).mean()
 
 
 def use_tasks_engine(model: nn.Module, buffers: Mapping[str, Tensor], engine: Engine) -> bool:

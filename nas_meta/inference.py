@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .episodes import check_task_shape
 from .errors import CheckpointError, ConfigError
 from .learners import BaseLearner, get_learner
 from .runtime import resolve_device
-from .training import evaluate, load_workspace
+from .training import Workspace, evaluate, load_workspace
 
 RAW_SIDE = 105  # the official drawings are 105x105 pixels
 MIN_SIDE = 8
@@ -317,10 +318,14 @@ def evaluate_learner(
     shots = shots or config.task.shots
     query = query or config.task.query
     ws = load_workspace(config, data, trained.device)
-    check_task_shape(len(ws.splits[split]), ways, shots, query, f"{config.data.protocol!r} protocol's {split} split")
     episode_seed = config.evaluation.seed if seed is None else seed
     within = config.task.within_alphabet  # scored on the kind of episode it was trained for
-    fixed = ws.sampler(split, ways, shots, query, within_alphabet=within).fixed(episodes, episode_seed)
+    if isinstance(ws, Workspace):
+        check_task_shape(len(ws.splits[split]), ways, shots, query, f"{config.data.protocol!r} protocol's {split} split")
+        fixed = ws.sampler(split, ways, shots, query, within_alphabet=within).fixed(episodes, episode_seed)
+    else:  # another family: its TaskConfig checks the shape
+        task = dataclasses.replace(config.task, ways=ways, shots=shots, query=query)
+        fixed = ws.task_sampler(split, task).fixed(episodes, episode_seed)
     trained.learner.template(ways)  # fails early, with a clear message, for a fixed-ways learner
     result = evaluate(trained.learner, fixed, steps=steps, batch=config.evaluation.batch)
     return {

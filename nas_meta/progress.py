@@ -56,8 +56,10 @@ class RunBar:
 
 
 def log_dev(record: DevScore, prefix: str = "") -> None:
-    logger.info("%siteration %d (%.1f s of meta-training): dev loss %.4f, dev accuracy %.4f ± %.4f", prefix,
-                record.iteration, record.train_seconds, record.dev_loss, record.dev_accuracy, record.dev_accuracy_ci95)
+    accuracy = ("" if record.dev_accuracy is None  # a regression family: its loss is the score
+                else f", dev accuracy {record.dev_accuracy:.4f} ± {record.dev_accuracy_ci95:.4f}")
+    logger.info("%siteration %d (%.1f s of meta-training): dev loss %.4f%s", prefix, record.iteration,
+                record.train_seconds, record.dev_loss, accuracy)
 
 
 class SearchBars(SearchListener):

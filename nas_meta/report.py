@@ -101,9 +101,12 @@ def attach_to_dashboard(study: optuna.Study, table: pd.DataFrame) -> int:
     return len(figures)
 
 
-def comparison_figure(table: pd.DataFrame) -> go.Figure:
-    """Bar chart of test accuracy per method with 95% CI error bars."""
-    figure = go.Figure(go.Bar(x=table["method"], y=100 * table["test_accuracy"],
-                              error_y={"type": "data", "array": 100 * table["test_accuracy_ci95"]}))
-    figure.update_layout(yaxis_title="test accuracy (%)", xaxis_title="method")
+def comparison_figure(table: pd.DataFrame, score: str = "accuracy", percent: bool = True) -> go.Figure:
+    """Bar chart of the test score (``test_<score>`` column: accuracy, or the MSE of a regression family) per method
+    with 95% CI error bars."""
+    scale = 100 if percent else 1
+    figure = go.Figure(go.Bar(x=table["method"], y=scale * table[f"test_{score}"],
+                              error_y={"type": "data", "array": scale * table[f"test_{score}_ci95"]}))
+    label = "accuracy" if score == "accuracy" else score.upper()
+    figure.update_layout(yaxis_title=f"test {label}{' (%)' if percent else ''}", xaxis_title="method")
     return figure

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import objectives
 from .architectures import BatchStatNorm2d, Cell, SpatialMean, Zero
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
@@ -53,6 +54,8 @@ def _supported_layer(layer: nn.Module) -> bool:
         return layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
     if isinstance(layer, nn.GroupNorm):
         return layer.affine
+    if isinstance(layer, nn.Linear):
+        return layer.bias is not None
     if isinstance(layer, Cell):
         return all(_supported_layer(edge) for edge in layer.edges)
     if isinstance(layer, nn.Sequential):  # an edge of a cell
@@ -327,6 +330,9 @@ def _layer(layer: nn.Module, name: str, params: Mapping[str, Tensor], x: Tensor)
         pooled = layer(x.flatten(0, 1))
         pooled_tasks: Tensor = pooled.view(*x.shape[:2], *pooled.shape[1:])
         return pooled_tasks
+    if isinstance(layer, nn.Linear):  # a hidden layer of an MLP body: each task's own weights
+        out = torch.einsum("nti,toi->nto", x, params[name + "weight"])
+        return out + params[name + "bias"][None] if layer.bias is not None else out
     if isinstance(layer, nn.Flatten):
         return x.flatten(2)
     if isinstance(layer, SpatialMean):
@@ -340,16 +346,16 @@ def _layer(layer: nn.Module, name: str, params: Mapping[str, Tensor], x: Tensor)
 
 
 def summed_task_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Sum over tasks of each task's mean cross-entropy; ``logits (n, T, ways)``, labels ``y (T, n)``.
+    """Sum over tasks of each task's mean loss (:mod:`nas_meta.objectives`); ``logits (n, T, outputs)``, targets
+    ``y (T, n)`` (labels) or ``(T, n, outputs)`` (real values).
 
     Its gradient w.r.t. per-task parameters is each task's own loss gradient.
     """
-    return F.cross_entropy(logits.flatten(0, 1), y.t().flatten(), reduction="sum") / y.shape[1]
+    return objectives.example_losses(logits, y.transpose(0, 1)).sum() / y.shape[1]
 
 
 def task_scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-task mean cross-entropy and accuracy, each ``(T,)``; ``logits (n, T, ways)``, labels ``(T, n)``."""
-    labels = y.t()
-    losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
-    correct = (logits.argmax(dim=-1) == labels).to(logits.dtype)
-    return losses.mean(dim=0), correct.mean(dim=0)
+    """Per-task mean loss and accuracy (NaN for regression), each ``(T,)``; shapes as :func:`summed_task_loss`."""
+    targets = y.transpose(0, 1)
+    losses = objectives.example_losses(logits, targets)
+    return losses.mean(dim=0), objectives.example_correct(logits, targets).mean(dim=0)

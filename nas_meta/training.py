@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -28,16 +28,18 @@ from .episodes import Episode, EpisodeSampler, FixedEpisodes
 from .errors import ConfigError, Terminated
 from .learners import BaseLearner, get_learner
 from .runtime import check_interrupt, resolve_device, seed_everything, tune_allocator
+from .sinusoid import SinusoidTasks
 
 Z_95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Mean query accuracy and loss over a fixed episode set, with 95% confidence half-widths."""
+    """Mean query accuracy and loss over a fixed episode set, with 95% confidence half-widths. A regression family
+    has no accuracy (None; its per-episode accuracies are NaN): its loss is the mean squared error."""
 
-    accuracy: float
-    accuracy_ci95: float
+    accuracy: float | None
+    accuracy_ci95: float | None
     loss: float
     loss_ci95: float
     episodes: int
@@ -81,7 +83,7 @@ def evaluate(learner: BaseLearner, episodes: FixedEpisodes, *, steps: int | None
         accuracies.append(episode_accuracy.cpu())
     loss_arr = torch.cat(losses).double().numpy()
     acc_arr = torch.cat(accuracies).double().numpy()
-    acc, acc_ci = mean_ci95(acc_arr)
+    acc, acc_ci = mean_ci95(acc_arr) if not np.isnan(acc_arr).all() else (None, None)
     loss, loss_ci = mean_ci95(loss_arr)
     return EvalResult(acc, acc_ci, loss, loss_ci, len(acc_arr), acc_arr, loss_arr)
 
@@ -112,8 +114,8 @@ class DevScore:
     step: int
     final: bool
     dev_loss: float
-    dev_accuracy: float
-    dev_accuracy_ci95: float
+    dev_accuracy: float | None
+    dev_accuracy_ci95: float | None
     dev_losses: np.ndarray = field(repr=False)
 
     def summary(self) -> dict[str, float | int | bool]:
@@ -179,7 +181,7 @@ Record = Step | DevScore | End | Result  # what train_iter yields
 
 def meta_train(
     learner: BaseLearner,
-    sampler: EpisodeSampler,
+    sampler: TaskSampler,
     budget: BudgetConfig,
     *,
     meta_batch: int,
@@ -285,6 +287,27 @@ def meta_train(
 
 # -- one run of a training config ----------------------------------------------------------------------
 
+class TaskSampler(Protocol):
+    """Draws a task family's episodes from one split: meta-batches for training, fixed sets for scoring."""
+
+    def sample(self, generator: torch.Generator, tasks: int) -> Episode: ...
+
+    def fixed(self, episodes: int, seed: int) -> FixedEpisodes: ...
+
+
+class TaskSource(Protocol):
+    """A task family loaded for one config on one device: the interface a run needs from it (Omniglot's
+    :class:`Workspace`, :class:`nas_meta.sinusoid.SinusoidTasks`). Its loss and score come from its episodes'
+    targets (:mod:`nas_meta.objectives`), its default network from :data:`nas_meta.config.FAMILY_DEFAULTS`."""
+
+    @property
+    def label_space(self) -> int:
+        """Width of a pre-training head: the training split's distinct labels (1 for regression)."""
+        ...
+
+    def task_sampler(self, split: str, task: TaskConfig) -> TaskSampler: ...
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Omniglot loaded for one config: images on the device and the protocol's class splits."""
@@ -292,6 +315,10 @@ class Workspace:
     dataset: Omniglot
     images: Tensor
     splits: dict[str, ClassSet]
+
+    @property
+    def label_space(self) -> int:
+        return self.splits["train"].label_space
 
     def sampler(self, split: str, ways: int, shots: int, query: int, *, within_alphabet: bool = False) -> EpisodeSampler:
         return EpisodeSampler(self.images, self.splits[split], ways, shots, query, f"{split} split",
@@ -303,13 +330,16 @@ class Workspace:
 
 
 def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.device,
-                   progress: Callable[[int, int], None] | None = None) -> Workspace:
-    """Load Omniglot at the config's image size onto ``device`` with its protocol's splits.
+                   progress: Callable[[int, int], None] | None = None) -> TaskSource:
+    """Load the config's task family onto ``device``: for Omniglot the images at the config's size, with its
+    protocol's splits; the sinusoid family has nothing to load.
 
     Raises:
         DataError: the data is missing or corrupt.
         ConfigError: the task asks for more ways than a split has classes.
     """
+    if config.task.family == "sinusoid":
+        return SinusoidTasks(device)
     dataset = load_omniglot(data, config.data.image_size, progress=progress)
     splits = class_splits(config.data.protocol, dataset)
     for split in ("train", "dev"):
@@ -335,7 +365,7 @@ def train_iter(
     data: str | Path | None = None,
     device: str = "auto",
     seed: int | None = None,
-    workspace: Workspace | None = None,
+    workspace: TaskSource | None = None,
 ) -> Iterator[Step | DevScore | End | Result]:
     """Meta-train ``config``, yielding the records of :func:`meta_train`, then a :class:`Result`.
 
@@ -344,7 +374,7 @@ def train_iter(
         data: the Omniglot folder (default: see :func:`nas_meta.data.resolve_data_dir`), unless ``workspace``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: overrides ``config.seed``.
-        workspace: Omniglot already loaded for this config (a search loads it once for all its trials).
+        workspace: the task family already loaded for this config (a search loads it once for all its trials).
     """
     if seed is not None:
         config = dataclasses.replace(config, seed=seed)
@@ -354,7 +384,7 @@ def train_iter(
     task = config.task
     train_sampler = ws.task_sampler("train", task)
     dev = ws.task_sampler("dev", task).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
-    learner = build_learner(config, ws.splits["train"].label_space, torch_device, config.seed)
+    learner = build_learner(config, ws.label_space, torch_device, config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)
     history: list[dict[str, float | int | bool]] = []
     end: End | None = None
@@ -375,7 +405,7 @@ def train_iter(
         wall_seconds=end.elapsed, dev_loss=last.dev_loss if last else None,
         dev_accuracy=last.dev_accuracy if last else None, dev_accuracy_ci95=last.dev_accuracy_ci95 if last else None,
         dev_history=tuple(history), parameters=count_parameters(learner.network),
-        label_space=ws.splits["train"].label_space, protocol=config.data.protocol, device=str(torch_device),
+        label_space=ws.label_space, protocol=config.data.protocol, device=str(torch_device),
         nas_meta_version=__version__,
     )
     yield Result(config, learner, metrics)

@@ -163,7 +163,7 @@ def test_a_compare_target_below_a_file_is_refused(tmp_path: Path, below: str) ->
 
 
 def test_a_single_seed_prints_its_undefined_spread_as_a_dash(tmp_path: Path) -> None:
-    from nas_meta.compare import _write
+    from nas_meta.compare import ACCURACY, _write
 
     table = pd.DataFrame([{"method": "candidate (maml)", "strategy": "maml", "test_accuracy": 0.9,
                            "test_accuracy_ci95": 0.01, "seed_std": math.nan, "parameters": 1234, "train_seconds": 5.0,
@@ -171,7 +171,7 @@ def test_a_single_seed_prints_its_undefined_spread_as_a_dash(tmp_path: Path) -> 
                           {"method": "maml (paper settings)", "strategy": "maml", "test_accuracy": 0.8,
                            "test_accuracy_ci95": 0.02, "seed_std": 0.015, "parameters": 1234, "train_seconds": 5.0,
                            "iterations": 10.0, "stopped_by": "iterations"}])
-    _write(tmp_path, table, pd.DataFrame(), TrainConfig(), TrainConfig().budget, 10, 1)
+    _write(tmp_path, table, pd.DataFrame(), TrainConfig(), TrainConfig().budget, 10, 1, ACCURACY)
     rows = [line for line in (tmp_path / "comparison.md").read_text().splitlines() if line.startswith("| candidate")
             or line.startswith("| maml")]
     assert rows[0].split(" | ")[2] == "–" and rows[1].split(" | ")[2] == "1.50"
@@ -213,7 +213,7 @@ def test_a_seconds_budget_takes_precedence_over_the_configs_iteration_cap(
 
 
 def test_the_table_says_which_limit_ended_each_method_and_a_seconds_budget_reads_as_seconds(tmp_path: Path) -> None:
-    from nas_meta.compare import _table, _write
+    from nas_meta.compare import ACCURACY, _table, _write
 
     methods = {"candidate (maml)": TrainConfig(), "maml (paper settings)": TrainConfig()}
     runs = [{"method": m, "seed": s, "parameters": 10, "train_seconds": 20.0, "iterations": it, "status": status}
@@ -221,9 +221,10 @@ def test_the_table_says_which_limit_ended_each_method_and_a_seconds_budget_reads
                                      ("maml (paper settings)", 0, 90, "time_budget"),
                                      ("maml (paper settings)", 1, 90, "diverged")]]
     per_episode = {m: [np.full(10, 0.5), np.full(10, 0.6)] for m in methods}
-    table = _table(methods, per_episode, runs, ["maml (paper settings)"])
+    table = _table(methods, per_episode, runs, ["maml (paper settings)"], ACCURACY)
     assert list(table["stopped_by"]) == ["seconds", "diverged, seconds"]
-    _write(tmp_path, table, pd.DataFrame(runs), TrainConfig(), BudgetConfig(iterations=MAX_ITERATIONS, seconds=20), 10, 2)
+    _write(tmp_path, table, pd.DataFrame(runs), TrainConfig(), BudgetConfig(iterations=MAX_ITERATIONS, seconds=20), 10, 2,
+           ACCURACY)
     md = (tmp_path / "comparison.md").read_text()
     assert "same budget (20 s of meta-training)" in md and "1000000000" not in md
     assert [line.rsplit(" | ", 2)[-1] for line in md.splitlines() if line.startswith("| candidate")] == ["seconds |"]

@@ -16,10 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas_meta"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors"),                 # leaves
     ("resources",),                         # the shipped study files
-    ("config", "runtime"),
+    ("config", "runtime", "objectives"),    # objectives: a task's loss and score, read from its targets
     ("data", "architectures"),
     ("episodes", "task_batched"),
-    ("functional", "cuda_graphs"),          # pure inner-loop math; replaying a step from a CUDA graph
+    ("functional", "cuda_graphs", "sinusoid"),  # inner-loop math; a step from a CUDA graph; the sinusoid family
     ("learners",),                          # strategies over functional
     ("training",),                          # one run: workspace, meta-train generator, evaluate, typed records
     ("checkpoint", "storage", "bench"),     # persisting learners; opening storages; timing steps

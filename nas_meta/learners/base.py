@@ -37,7 +37,7 @@ class BaseLearner(nn.Module, abc.ABC):
         self.config = config
         self.train_ways = config.task.ways
         out = label_space if not self.head_is_meta_learned and self.trains else config.task.ways
-        self.network = build_network(config.architecture, out, config.data.image_size)
+        self.network = build_network(config.architecture, out, *config.network_input())
         self._templates: dict[int, nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -78,8 +78,8 @@ class BaseLearner(nn.Module, abc.ABC):
                 )
             return self.network
         if ways not in self._templates:
-            arch, size = self.config.architecture, self.config.data.image_size
-            self._templates[ways] = build_network(arch, ways, size).to(next(self.network.parameters()).device)
+            network = build_network(self.config.architecture, ways, *self.config.network_input())
+            self._templates[ways] = network.to(next(self.network.parameters()).device)
         return self._templates[ways]
 
     def starting_params(self, ways: int) -> Params:

@@ -9,14 +9,15 @@ support set with ``inner_lr`` for ``test_steps`` steps.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from .. import objectives
 from ..episodes import Episode
 from .base import BaseLearner
 
 
 class Pretrain(BaseLearner):
-    """Supervised pre-training on the pooled training classes (label space of the split).
+    """Supervised pre-training on the pooled training classes (label space of the split); for a regression family,
+    one network fitted to the pooled tasks' points (the MAML paper's "pretrained" sinusoid baseline).
 
     Arguments:
         config (TrainConfig): ``learner.outer_lr`` (Adam), ``inner_lr`` and ``test_steps`` for fine-tuning.
@@ -30,10 +31,11 @@ class Pretrain(BaseLearner):
         optimizer.zero_grad(set_to_none=True)
         x = torch.cat([episode.support_x, episode.query_x], dim=1).flatten(0, 1)
         y = torch.cat([episode.support_y, episode.query_y], dim=1)
-        labels = episode.class_ids.gather(1, y).flatten()
-        logits = self.network(x)
-        loss = F.cross_entropy(logits, labels)
+        # class labels become the split's labels; real targets (regression) are pooled as they are
+        targets = y.flatten(0, 1) if objectives.is_regression(y) else episode.class_ids.gather(1, y).flatten()
+        outputs = self.network(x)
+        loss = objectives.mean_loss(outputs, targets)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        accuracy = (logits.argmax(dim=-1) == labels).float().mean()
+        accuracy = objectives.example_correct(outputs, targets).mean()
         return {"loss": float(loss.detach()), "accuracy": float(accuracy)}

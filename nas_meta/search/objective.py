@@ -22,7 +22,7 @@ from ..config import SearchSpace, StudySpec, TrainConfig, dump_yaml
 from ..errors import TrialDiverged
 from ..learners import BaseLearner
 from ..studies import TrialAttr
-from ..training import DevScore, End, Record, Result, Workspace, train_iter
+from ..training import DevScore, End, Record, Result, TaskSource, train_iter
 from .space import suggest_config
 
 
@@ -35,7 +35,7 @@ def trial_config_for(trial: optuna.Trial, spec: StudySpec, space: SearchSpace, s
 def make_objective(
     spec: StudySpec,
     space: SearchSpace,
-    workspace: Workspace,
+    workspace: TaskSource,
     *,
     study_name: str,
     device: str,
@@ -132,7 +132,7 @@ def _keep_learner(trial: optuna.Trial, result: Result, artifacts: FileSystemArti
     trial.set_user_attr(TrialAttr.ARTIFACT_ID, artifact_id)
 
 
-def adaptation_latency_ms(learner: BaseLearner, workspace: Workspace, config: TrainConfig) -> float:
+def adaptation_latency_ms(learner: BaseLearner, workspace: TaskSource, config: TrainConfig) -> float:
     """Milliseconds to adapt to one dev episode and score its query set (mean of 3, after a warm-up)."""
     t = config.task
     episode = next(iter(workspace.task_sampler("dev", t).fixed(1, config.evaluation.seed).batches(1)))
@@ -143,7 +143,7 @@ def adaptation_latency_ms(learner: BaseLearner, workspace: Workspace, config: Tr
     return (time.perf_counter() - start) / 3 * 1000
 
 
-def _report_per_task(trial: optuna.Trial, workspace: Workspace, config: TrainConfig, learner: BaseLearner) -> None:
+def _report_per_task(trial: optuna.Trial, workspace: TaskSource, config: TrainConfig, learner: BaseLearner) -> None:
     """Wilcoxon pruning: report the final per-dev-task losses one batch at a time, stopping when pruned."""
     t = config.task
     fixed = workspace.task_sampler("dev", t).fixed(config.evaluation.dev_episodes, config.evaluation.seed)

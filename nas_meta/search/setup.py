@@ -135,7 +135,7 @@ def baseline_config(name: str, spec: StudySpec, study_path: str | Path) -> Train
         path = resolve_relative(study_path, name)
     else:
         path = baseline_path(name, spec.task.ways, spec.task.shots,
-                             [Path(study_path).parent / "baselines", SHIPPED_BASELINES])
+                             [Path(study_path).parent / "baselines", SHIPPED_BASELINES], family=spec.task.family)
     config = load_train_config(path)
     return dataclasses.replace(config, data=spec.data, task=spec.task, budget=spec.budget, evaluation=spec.evaluation,
                                seed=spec.seed)
