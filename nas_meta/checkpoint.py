@@ -207,9 +207,9 @@ def load_checkpoint(folder: str | Path) -> tuple[TrainConfig, dict[str, torch.Te
                        "edit to it would go unnoticed", folder, metrics["format"])
     label_space = metrics.get("label_space")
     if label_space is not None and (isinstance(label_space, bool) or not isinstance(label_space, int)
-                                    or not 2 <= label_space <= 100_000):
+                                    or not 1 <= label_space <= 100_000):
         raise CheckpointError(f"{folder / METRICS_FILE}: label_space={str(label_space)[:40]!r} is not allowed: "
-                              "expected an integer in [2, 100000].")
+                              "expected an integer in [1, 100000] (1: a regression family's one output).")
     if metrics["format"] == FORMAT and _sha256(folder / CONFIG_FILE) != metrics.get("config_sha256"):
         raise CheckpointError(f"{folder / CONFIG_FILE}: does not match the SHA-256 recorded in {METRICS_FILE}; the "
                               "config was edited after training, so the weights would run in another network. "

@@ -329,7 +329,8 @@ def evaluate_learner(
     trained.learner.template(ways)  # fails early, with a clear message, for a fixed-ways learner
     result = evaluate(trained.learner, fixed, steps=steps, batch=config.evaluation.batch)
     return {
-        "learner": str(path), "strategy": config.learner.strategy, "protocol": config.data.protocol, "split": split,
+        "learner": str(path), "strategy": config.learner.strategy, "family": config.task.family,
+        "protocol": config.data.protocol if config.task.family == "omniglot" else None, "split": split,
         "ways": ways, "shots": shots, "query": query, "within_alphabet": within,
         "steps": steps if steps is not None else config.learner.test_steps,
         "episode_seed": episode_seed, **result.summary(),

@@ -153,7 +153,8 @@ class RunMetrics:
     dev_history: tuple[dict[str, float | int | bool], ...]
     parameters: int
     label_space: int
-    protocol: str
+    family: str  # the task family (omniglot, sinusoid)
+    protocol: str | None  # Omniglot's class split; None for another family
     device: str
     nas_meta_version: str
 
@@ -405,7 +406,8 @@ def train_iter(
         wall_seconds=end.elapsed, dev_loss=last.dev_loss if last else None,
         dev_accuracy=last.dev_accuracy if last else None, dev_accuracy_ci95=last.dev_accuracy_ci95 if last else None,
         dev_history=tuple(history), parameters=count_parameters(learner.network),
-        label_space=ws.label_space, protocol=config.data.protocol, device=str(torch_device),
+        label_space=ws.label_space, family=config.task.family,
+        protocol=config.data.protocol if config.task.family == "omniglot" else None, device=str(torch_device),
         nas_meta_version=__version__,
     )
     yield Result(config, learner, metrics)

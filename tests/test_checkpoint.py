@@ -292,9 +292,9 @@ def _with_metrics(folder: Path, **changes: Any) -> None:
 
 
 @pytest.mark.parametrize(("value", "shown"), [("abc", "'abc'"), (1e11, "'100000000000.0'"), (-3, "'-3'"),
-                                              (True, "'True'"), (1, "'1'"), (100_001, "'100001'"), ([10], "'[10]'"),
+                                              (True, "'True'"), (0, "'0'"), (100_001, "'100001'"), ([10], "'[10]'"),
                                               ("x" * 100, repr("x" * 40))],
-                         ids=["text", "1e11", "negative", "true", "one", "too-many", "list", "long"])
+                         ids=["text", "1e11", "negative", "true", "zero", "too-many", "list", "long"])
 def test_a_bad_label_space_is_refused_naming_metrics_json_and_the_value(tmp_path: Path, value: Any,
                                                                         shown: str) -> None:
     folder = saved(tmp_path)
@@ -304,7 +304,7 @@ def test_a_bad_label_space_is_refused_naming_metrics_json_and_the_value(tmp_path
         with pytest.raises(CheckpointError) as info:
             load(folder)
         assert str(info.value) == (f"{folder / 'metrics.json'}: label_space={shown} is not allowed: expected an "
-                                   "integer in [2, 100000].")
+                                   "integer in [1, 100000] (1: a regression family's one output).")
     assert snapshot(tmp_path) == before
 
 

@@ -25,7 +25,7 @@ import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import check_arguments, path_or_none, whole
+from ..config import StudySpec, check_arguments, path_or_none, whole
 from ..data import resolve_data_dir
 from ..errors import NasMetaError, StudyFinished, Terminated
 from ..runtime import check_interrupt, die_with_parent, resolve_device, tune_allocator
@@ -269,10 +269,11 @@ def search(
     _check_search_arguments(study_path, n_trials, timeout, workers, device, data, listener, overrides)
 
 
-    def check(spec: object) -> None:  # everything that can be checked is checked before the storage is opened
+    def check(spec: StudySpec) -> None:  # everything that can be checked is checked before the storage is opened
         for dev in worker_devices(device, workers):
             resolve_device(dev)
-        resolve_data_dir(data)
+        if spec.task.family == "omniglot":  # (the sinusoid family needs no data)
+            resolve_data_dir(data)
         heartbeat_seconds(), grace_seconds()  # a bad NAS_META_HEARTBEAT_* fails here, not inside every trial
         tune_allocator()  # likewise a bad NAS_META_TUNE_ALLOCATOR
 
