@@ -18,7 +18,7 @@ from .checkpoint import check_learner_target, save_result
 from .config import MAX_SEED, PATH_OR_NONE, TrainConfig, check_arguments, load_train_config, path_or_none, whole
 from .errors import ConfigError
 from .export import trials_table
-from .inference import AdaptedClassifier, TrainedLearner, evaluate_learner, load_learner_folder
+from .inference import AdaptedClassifier, AdaptedRegressor, TrainedLearner, evaluate_learner, load_learner_folder
 from .report import attach_to_dashboard
 from .search import SearchListener, search
 from .storage import default_storage_url
@@ -29,7 +29,7 @@ from .training import train_iter as _train_iter
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AdaptedClassifier", "SearchListener", "TrainedLearner", "bench", "evaluate_learner", "load_learner", "run_search", "summarize",
+    "AdaptedClassifier", "AdaptedRegressor", "SearchListener", "TrainedLearner", "bench", "evaluate_learner", "load_learner", "run_search", "summarize",
     "train", "train_iter",
 ]
 

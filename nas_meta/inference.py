@@ -199,6 +199,9 @@ class TrainedLearner:
         """
         if not isinstance(transductive, bool):
             raise TypeError(f"transductive must be True or False, not {short(transductive)}.")
+        if self.config.task.family != "omniglot":
+            raise ConfigError(f"this learner was trained on task.family: {self.config.task.family} (regression), not on "
+                              "images: adapt it with adapt_points(x, y).")
         x = self.prepare(images, name="images")
         if isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__len__"):
             raise TypeError(f"labels must be a sequence with one label per image, not {type(labels).__name__}.")
@@ -230,6 +233,68 @@ class TrainedLearner:
         network = adapted_network(self.learner.template(ways), {k: v[0].detach() for k, v in params.items()}, x,
                                   transductive=transductive)
         return AdaptedClassifier(self, network, classes)
+
+    def adapt_points(self, x: Any, y: Any, *, steps: int | None = None) -> AdaptedRegressor:
+        """Adapt a regression learner (``task.family: sinusoid``) to a support set of points ``(x, y)``.
+
+        Args:
+            x, y: the support points: equal-length one-dimensional sequences (lists, NumPy arrays, tensors) of
+                finite real numbers, at least one point.
+            steps: adaptation steps (default: the config's ``learner.test_steps``).
+
+        Raises:
+            TypeError, ValueError: bad points or steps; ConfigError: a learner trained on images.
+        """
+        if self.config.task.family == "omniglot":
+            raise ConfigError("this learner classifies Omniglot images: adapt it with adapt(images, labels).")
+        support_x, support_y = _points(x, "x", self.device), _points(y, "y", self.device)
+        if len(support_x) != len(support_y):
+            raise ValueError(f"got {len(support_x)} x values but {len(support_y)} y values; give one y per x.")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                                  or not 0 <= steps <= 10_000):
+            raise ValueError(f"steps={steps!r} is not allowed: expected an integer in [0, 10000].")
+        params = self.learner.adapt(support_x[None], support_y[None], ways=1, steps=None if steps is None else int(steps))
+        network = copy.deepcopy(self.learner.template(1))
+        network.load_state_dict({k: v[0].detach() for k, v in params.items()}, strict=True)
+        return AdaptedRegressor(network.eval(), self.device)
+
+
+MAX_POINTS_PER_CALL = 10_000_000
+
+
+def _points(values: Any, name: str, device: torch.device) -> Tensor:
+    """``values`` as a ``(n, 1)`` float32 tensor on ``device``: one-dimensional, finite, real, not empty."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a sequence of numbers, not {type(values).__name__}.")
+    array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if array.dtype.kind not in "iuf" or array.dtype.kind == "b":
+        raise TypeError(f"{name} must hold real numbers, but holds {array.dtype} values.")
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (one value per point), but got shape {array.shape}.")
+    if not 1 <= len(array) <= MAX_POINTS_PER_CALL:
+        raise ValueError(f"{name} has {len(array)} values; give 1 to {MAX_POINTS_PER_CALL:,}.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or infinite values.")
+    return torch.as_tensor(array, dtype=torch.float32, device=device).reshape(-1, 1)
+
+
+class AdaptedRegressor:
+    """A regression learner adapted to one support set: predicts ``y`` at new ``x`` of the same task."""
+
+    def __init__(self, network: nn.Module, device: torch.device) -> None:
+        self._network = network
+        self._device = device
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The predicted ``y`` at each ``x`` (a one-dimensional sequence of finite numbers), as float32."""
+        with torch.no_grad():
+            out: np.ndarray = self._network(_points(x, "x", self._device))[:, 0].cpu().numpy()
+        return out
+
+    def module(self) -> nn.Module:
+        """The adapted network as a plain ``nn.Module`` in eval mode (a copy): ``(n, 1)`` float inputs to ``(n, 1)``
+        outputs. It runs without nas-meta."""
+        return copy.deepcopy(self._network)
 
 
 def adapted_network(template: nn.Module, params: dict[str, Tensor], support_x: Tensor, *,
