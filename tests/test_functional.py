@@ -45,6 +45,7 @@ ARCHITECTURES = [
     dict(norm="instance", downsample="maxpool", activation="gelu", head="flatten"),
     dict(norm="layer", activation="elu", kernel=5),
     dict(norm="none", downsample="maxpool", activation="leaky_relu"),
+    dict(kind="mlp", norm="none", activation="tanh"),  # an MLP on the flattened image: per-task linear layers
     # DARTS-style cells, every operation (depthwise, dilated and strided convolutions, pools, skip, none) in one net
     dict(kind="cells", cell_nodes=3, normal_ops=("sep_conv_3x3", "skip", "dil_conv_3x3", "max_pool_3x3", "none",
                                                   "conv_5x5"), normal_inputs=(0, 0, 1, 0, 2, 1),
