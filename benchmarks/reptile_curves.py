@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from reptile_reference import BETAS, LR, loop_meta_step
 from torch import nn
 
 from nas_meta.config import load_train_config
@@ -41,41 +42,7 @@ from nas_meta.training import build_learner, load_workspace
 CONFIG = Path(__file__).resolve().parents[1] / "studies" / "baselines" / "reptile-5w1s.yaml"
 VARIANTS = ("nas-meta", "nas-meta-carried", "nas-meta-carried-mini", "loop-fresh-full", "loop-fresh-mini",
             "supervised-reptile")
-LR, BETAS, STEPS, MINI_BATCH, TEST_STEPS = 1e-3, (0.0, 0.999), 5, 10, 50
-
-
-def inner_loop(net: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
-               mini_batch: int | None, generator: torch.Generator) -> None:
-    """``STEPS`` Adam steps on one task: all images each step, or disjoint shuffled mini-batches (supervised-reptile)."""
-    order = torch.randperm(len(x), generator=generator) if mini_batch else None
-    for step in range(STEPS):
-        if order is None:
-            batch = slice(None)
-        else:
-            batch = order[(step * mini_batch) % len(x):][:mini_batch]
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x[batch]), y[batch]).backward()
-        optimizer.step()
-
-
-def loop_meta_step(net: nn.Module, episode: Episode, epsilon: float, optimizer: torch.optim.Optimizer | None, *,
-                   mini_batch: int | None, generator: torch.Generator) -> None:
-    """One Reptile meta-iteration, one task at a time: θ ← θ + ε (mean φ_i − θ)."""
-    start = [p.detach().clone() for p in net.parameters()]
-    mean = [torch.zeros_like(p) for p in start]
-    x = torch.cat([episode.support_x, episode.query_x], dim=1)
-    y = torch.cat([episode.support_y, episode.query_y], dim=1)
-    for t in range(episode.tasks):
-        with torch.no_grad():
-            for p, p0 in zip(net.parameters(), start):
-                p.copy_(p0)
-        task_optimizer = optimizer or torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS)
-        inner_loop(net, x[t], y[t], task_optimizer, mini_batch=mini_batch, generator=generator)
-        for acc, p in zip(mean, net.parameters()):
-            acc += p.detach() / episode.tasks
-    with torch.no_grad():
-        for p, p0, m in zip(net.parameters(), start, mean):
-            p.copy_(p0 + epsilon * (m - p0))
+STEPS, MINI_BATCH, TEST_STEPS = 5, 10, 50
 
 
 def test_accuracy(net: nn.Module, episodes: list[Episode]) -> tuple[float, float]:
@@ -124,8 +91,10 @@ def run(variant: str, args: argparse.Namespace) -> dict[str, object]:
         if variant.startswith("nas-meta"):
             learner.meta_step(episode, progress)
         else:
-            loop_meta_step(net, episode, config.learner.meta_step * (1 - progress), adam, mini_batch=mini_batch,
-                           generator=shuffles)
+            x = torch.cat([episode.support_x, episode.query_x], dim=1)
+            y = torch.cat([episode.support_y, episode.query_y], dim=1)
+            loop_meta_step(net, x, y, config.learner.meta_step * (1 - progress), adam, steps=STEPS,
+                           mini_batch=mini_batch, generator=shuffles)
         trained += time.perf_counter() - begin
         if iteration % args.every == 0:
             accuracy, ci = test_accuracy(net, [test])
