@@ -203,6 +203,7 @@ def meta_train(
     last an :class:`End`. A non-finite loss or parameter stops training as ``diverged``.
     """
     tune_allocator()
+    learner.prepare_training()  # one-time set-up, not meta-training: before the clock starts
     start = time.perf_counter()
     iterations = budget.iterations if learner.trains else 0
     seconds = budget.seconds

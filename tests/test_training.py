@@ -107,6 +107,28 @@ def test_time_the_caller_holds_a_record_is_not_meta_training(device: torch.devic
     assert steps[-1].train_seconds < steps[-1].elapsed - 0.8  # each step's train_seconds excludes earlier holds
 
 
+@pytest.mark.parametrize("strategy", ["maml", "pretrain"])
+def test_the_outer_optimizer_is_made_before_the_clock_starts(strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first optimizer a process creates imports part of torch (about 3 s here): set-up, not meta-training, and
+    more than a short seconds budget (a 2 s compare once trained its candidate for one iteration)."""
+    import time
+
+    made = torch.optim.Adam.__init__
+
+    def slow_first_import(self: torch.optim.Adam, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.6)
+        made(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "__init__", slow_first_import)
+    learner = get_learner(tiny_config(strategy), 48)
+    learner.init_params(torch.Generator().manual_seed(0))
+    records = list(meta_train(learner, synthetic_sampler(), BudgetConfig(2, 60.0), meta_batch=2,
+                              generator=torch.Generator().manual_seed(1), dev=None))
+    end = records[-1]
+    assert isinstance(end, End) and end.iterations == 2 and learner.optimizer is not None
+    assert end.train_seconds < 0.5  # made once, before the budget's clock
+
+
 def test_divergence_stops_with_a_clear_status(device: torch.device) -> None:
     config = tiny_config("maml", inner_lr=1e30)
     records = run(config, iterations=50, device=device)

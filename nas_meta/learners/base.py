@@ -31,6 +31,7 @@ class BaseLearner(nn.Module, abc.ABC):
     trains = True
     chunk_tasks: int | None = None  # tasks per pass of a meta-step; None: chosen by tasks_per_chunk
     captures_meta_step = False  # True: meta_step may be replayed from a CUDA graph on a GPU (uses_cuda_graphs)
+    uses_outer_optimizer = False  # True: meta_step steps outer_optimizer()
 
     def __init__(self, config: TrainConfig, label_space: int) -> None:
         super().__init__()
@@ -49,6 +50,12 @@ class BaseLearner(nn.Module, abc.ABC):
         ``captures_meta_step``, on a CUDA device, unless ``NAS_META_CUDA_GRAPHS=0``."""
         on_cuda = next(self.parameters()).device.type == "cuda"
         return cuda_graphs_enabled() and self.captures_meta_step and on_cuda
+
+    def prepare_training(self) -> None:
+        """One-time set-up before meta-training's clock starts: the outer optimizer (the first one a process creates
+        imports part of torch, about 3 s here: not training, and more than a short seconds budget)."""
+        if self.uses_outer_optimizer and self.trains:
+            self.outer_optimizer()
 
     def outer_optimizer(self) -> torch.optim.Optimizer:
         """Adam over all meta-parameters, created on first use (after the module reached its device); its step

@@ -29,6 +29,7 @@ class MAML(BaseLearner):
     """
 
     captures_meta_step = True
+    uses_outer_optimizer = True
 
     def __init__(self, config: TrainConfig, label_space: int, first_order: bool = False) -> None:
         super().__init__(config, label_space)

@@ -25,6 +25,7 @@ class Pretrain(BaseLearner):
     """
 
     head_is_meta_learned = False
+    uses_outer_optimizer = True
 
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:
         optimizer = self.outer_optimizer()
