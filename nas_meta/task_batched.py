@@ -330,9 +330,8 @@ def _layer(layer: nn.Module, name: str, params: Mapping[str, Tensor], x: Tensor)
         pooled = layer(x.flatten(0, 1))
         pooled_tasks: Tensor = pooled.view(*x.shape[:2], *pooled.shape[1:])
         return pooled_tasks
-    if isinstance(layer, nn.Linear):  # a hidden layer of an MLP body: each task's own weights
-        out = torch.einsum("nti,toi->nto", x, params[name + "weight"])
-        return out + params[name + "bias"][None] if layer.bias is not None else out
+    if isinstance(layer, nn.Linear):  # a hidden layer of an MLP body (with a bias: supports): each task's own weights
+        return torch.einsum("nti,toi->nto", x, params[name + "weight"]) + params[name + "bias"][None]
     if isinstance(layer, nn.Flatten):
         return x.flatten(2)
     if isinstance(layer, SpatialMean):

@@ -46,7 +46,7 @@ class EvalResult:
     per_episode_accuracy: np.ndarray = field(repr=False)
     per_episode_loss: np.ndarray = field(repr=False)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | None]:
         return {
             "accuracy": self.accuracy,
             "accuracy_ci95": self.accuracy_ci95,
@@ -118,7 +118,7 @@ class DevScore:
     dev_accuracy_ci95: float | None
     dev_losses: np.ndarray = field(repr=False)
 
-    def summary(self) -> dict[str, float | int | bool]:
+    def summary(self) -> dict[str, float | int | bool | None]:
         """The scoring without its per-episode losses (for ``metrics.json``'s history)."""
         return {"iteration": self.iteration, "elapsed": self.elapsed, "train_seconds": self.train_seconds,
                 "step": self.step, "final": self.final, "dev_loss": self.dev_loss, "dev_accuracy": self.dev_accuracy,
@@ -150,7 +150,7 @@ class RunMetrics:
     dev_loss: float | None
     dev_accuracy: float | None
     dev_accuracy_ci95: float | None
-    dev_history: tuple[dict[str, float | int | bool], ...]
+    dev_history: tuple[dict[str, float | int | bool | None], ...]
     parameters: int
     label_space: int
     family: str  # the task family (omniglot, sinusoid)
@@ -388,7 +388,7 @@ def train_iter(
     dev = ws.task_sampler("dev", task).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
     learner = build_learner(config, ws.label_space, torch_device, config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)
-    history: list[dict[str, float | int | bool]] = []
+    history: list[dict[str, float | int | bool | None]] = []
     end: End | None = None
     last: DevScore | None = None
     for record in meta_train(learner, train_sampler, config.budget, meta_batch=config.learner.meta_batch,
