@@ -160,8 +160,10 @@ def _studies(args: argparse.Namespace) -> int:
     print("shipped studies (nas-meta search NAME):")
     for name, path in shipped_studies().items():
         spec = load_study_spec(path)
-        print(f"  {name:<16} {spec.task.ways}-way {spec.task.shots}-shot, {spec.data.protocol} protocol, space "
-              f"{spec.search_space.rsplit('/', 1)[-1].removesuffix('.yaml')}, {spec.n_trials} trials")
+        task = (f"sinusoid regression, {spec.task.shots}-shot" if spec.task.family == "sinusoid"
+                else f"{spec.task.ways}-way {spec.task.shots}-shot, {spec.data.protocol} protocol")
+        print(f"  {name:<16} {task}, space {spec.search_space.rsplit('/', 1)[-1].removesuffix('.yaml')}, "
+              f"{spec.n_trials} trials")
     print("shipped search spaces:")
     for name, path in shipped_spaces().items():
         space = load_search_space(path)

@@ -277,3 +277,12 @@ def test_compare_scores_regression_by_the_query_mse_on_the_same_tasks(tmp_path: 
     assert f"| {candidate['test_mse']:.4f} ± {candidate['test_mse_ci95']:.4f} |" in md
     assert f"vs maml: {candidate['diff_vs_maml']:+.4f} ± {candidate['diff_vs_maml_ci95']:.4f}" in md
     assert "pts" not in md and "%" not in md.split("\n", 3)[3]
+
+
+def test_the_studies_listing_names_the_family_not_a_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    from nas_meta.cli import main
+
+    assert main(["studies"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert "sinusoid regression, 10-shot, space sinusoid, 6 trials" in lines["sinusoid-smoke"]
+    assert "5-way 1-shot, maml protocol, space lr-init, 6 trials" in lines["smoke"]
