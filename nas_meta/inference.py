@@ -224,12 +224,9 @@ class TrainedLearner:
             raise TypeError("labels must be of one comparable kind (all numbers or all strings).") from None
         if len(classes) < 2:
             raise ValueError(f"the support set has {len(classes)} class; give at least two classes to tell apart.")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
-                                  or not 0 <= steps <= 10_000):
-            raise ValueError(f"steps={steps!r} is not allowed: expected an integer in [0, 10000].")
         y_t = torch.as_tensor(y, dtype=torch.long, device=self.device)
         ways = len(classes)
-        params = self.learner.adapt(x[None], y_t[None], ways=ways, steps=None if steps is None else int(steps))
+        params = self.learner.adapt(x[None], y_t[None], ways=ways, steps=_adaptation_steps(steps))
         network = adapted_network(self.learner.template(ways), {k: v[0].detach() for k, v in params.items()}, x,
                                   transductive=transductive)
         return AdaptedClassifier(self, network, classes)
@@ -250,16 +247,26 @@ class TrainedLearner:
         support_x, support_y = _points(x, "x", self.device), _points(y, "y", self.device)
         if len(support_x) != len(support_y):
             raise ValueError(f"got {len(support_x)} x values but {len(support_y)} y values; give one y per x.")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
-                                  or not 0 <= steps <= 10_000):
-            raise ValueError(f"steps={steps!r} is not allowed: expected an integer in [0, 10000].")
-        params = self.learner.adapt(support_x[None], support_y[None], ways=1, steps=None if steps is None else int(steps))
+        params = self.learner.adapt(support_x[None], support_y[None], ways=1, steps=_adaptation_steps(steps))
         network = copy.deepcopy(self.learner.template(1))
         network.load_state_dict({k: v[0].detach() for k, v in params.items()}, strict=True)
         return AdaptedRegressor(network.eval(), self.device)
 
 
 MAX_POINTS_PER_CALL = 10_000_000
+
+
+def _adaptation_steps(steps: Any) -> int | None:
+    """``steps`` of :meth:`TrainedLearner.adapt` and :meth:`TrainedLearner.adapt_points` as an int (None: the
+    config's ``learner.test_steps``).
+
+    Raises:
+        ValueError: not an integer in [0, 10000].
+    """
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                              or not 0 <= steps <= 10_000):
+        raise ValueError(f"steps={steps!r} is not allowed: expected an integer in [0, 10000].")
+    return None if steps is None else int(steps)
 
 
 def _points(values: Any, name: str, device: torch.device) -> Tensor:
