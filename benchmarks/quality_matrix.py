@@ -72,7 +72,7 @@ def curve(config: TrainConfig, seconds: float, every: float, episodes: int, work
 
     next_mark = every
     end: End | None = None
-    for record in meta_train(learner, workspace.task_sampler("train", config.task), config.budget,
+    for record in meta_train(learner, workspace.task_sampler("train", config.task.training_task()), config.budget,
                              meta_batch=config.learner.meta_batch, generator=torch.Generator().manual_seed(config.seed + 1),
                              dev=None):
         if isinstance(record, Step) and record.train_seconds >= next_mark and record.train_seconds < seconds:

@@ -74,7 +74,7 @@ def run(variant: str, args: argparse.Namespace) -> dict[str, object]:
     config = load_train_config(CONFIG, ["budget.seconds=null", f"budget.iterations={args.iterations}", *carried])
     torch.manual_seed(config.seed)
     workspace = load_workspace(config, args.data, torch.device("cpu"))
-    sampler = workspace.task_sampler("train", config.task)
+    sampler = workspace.task_sampler("train", config.task.training_task())
     test = next(iter(workspace.task_sampler("test", config.task).fixed(600, config.evaluation.seed).batches(args.episodes)))
     learner = build_learner(config, workspace.splits["train"].label_space, torch.device("cpu"), config.seed)
     net = learner.network  # the same initial weights for every variant

@@ -71,12 +71,13 @@ def check_task_fits_protocol(task: TaskConfig, protocol: str) -> None:
         ConfigError: naming the field, the value and the split that cannot hold it.
     """
     for split, count in PROTOCOL_CLASSES[protocol].items():
-        _check(task.ways <= count, "task.ways", task.ways, f"at most {count}, the classes of the {protocol!r} "
-               f"protocol's {split} split")
+        field, ways = task.split_ways(split)
+        _check(ways <= count, field, ways, f"at most {count}, the classes of the {protocol!r} protocol's {split} split")
     if task.within_alphabet:
         for split, count in PROTOCOL_LARGEST_ALPHABET[protocol].items():
-            _check(task.ways <= count, "task.ways", task.ways, f"at most {count} with task.within_alphabet: true, "
-                   f"the classes of the largest alphabet of the {protocol!r} protocol's {split} split")
+            field, ways = task.split_ways(split)
+            _check(ways <= count, field, ways, f"at most {count} with task.within_alphabet: true, the classes of the "
+                   f"largest alphabet of the {protocol!r} protocol's {split} split")
 
 
 Downsample = Literal["stride", "maxpool"]
@@ -118,6 +119,10 @@ class TaskConfig:
     ``family: sinusoid`` (K-shot regression, Finn et al. 2017, section 5.1): each task is ``y = A sin(x - b)`` with
     amplitude ``A`` in [0.1, 5.0] and phase ``b`` in [0, pi]; ``shots`` support and ``query`` query points, ``x``
     uniform in [-5, 5]; the loss is the mean squared error. ``ways`` is 1 (one output).
+
+    ``train_ways`` and ``train_shots`` give meta-training episodes another shape than the dev and test episodes
+    (unset: the same): a learner that adapts to any number of ways can meta-train on cheap 5-way tasks and be chosen
+    and tested on 20-way ones.
     """
 
     ways: int = 5
@@ -125,12 +130,21 @@ class TaskConfig:
     query: int = 15
     within_alphabet: bool = False
     family: TaskFamily = "omniglot"
+    train_ways: int | None = None
+    train_shots: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.shots >= 1, "task.shots", self.shots, "an integer >= 1")
         _check(self.query >= 1, "task.query", self.query, "an integer >= 1")
+        _check(self.train_shots is None or self.train_shots >= 1, "task.train_shots", self.train_shots,
+               "an integer >= 1, or unset (null): task.shots")
         if self.family == "sinusoid":
             _check(self.ways == 1, "task.ways", self.ways, "1 with task.family: sinusoid (one regression output)")
+            _check(self.train_ways is None, "task.train_ways", self.train_ways,
+                   "unset (null) with task.family: sinusoid (one regression output)")
+            _check(self.train_shots is None or self.train_shots + self.query <= MAX_POINTS,
+                   "task.train_shots + task.query", (self.train_shots or 0) + self.query,
+                   f"at most {MAX_POINTS} points per sinusoid task")
             _check(not self.within_alphabet, "task.within_alphabet", self.within_alphabet,
                    "false with task.family: sinusoid (alphabets are Omniglot's)")
             _check(self.shots + self.query <= MAX_POINTS, "task.shots + task.query", self.shots + self.query,
@@ -143,6 +157,23 @@ class TaskConfig:
             self.shots + self.query,
             "at most 20 (Omniglot has 20 drawings of each character)",
         )
+        _check(self.train_ways is None or 2 <= self.train_ways <= 10_000, "task.train_ways", self.train_ways,
+               "an integer in [2, 10000], or unset (null): task.ways")
+        _check(self.train_shots is None or self.train_shots + self.query <= 20, "task.train_shots + task.query",
+               (self.train_shots or 0) + self.query, "at most 20 (Omniglot has 20 drawings of each character)")
+
+    def split_ways(self, split: str) -> tuple[str, int]:
+        """The field that sets the ways of ``split``'s episodes, and its value."""
+        if split == "train" and self.train_ways is not None:
+            return "task.train_ways", self.train_ways
+        return "task.ways", self.ways
+
+    def training_task(self) -> TaskConfig:
+        """The shape of meta-training episodes: ``train_ways`` and ``train_shots`` where set."""
+        if self.train_ways is None and self.train_shots is None:
+            return self
+        return dataclasses.replace(self, ways=self.train_ways or self.ways, shots=self.train_shots or self.shots,
+                                   train_ways=None, train_shots=None)
 
 
 @dataclass(frozen=True)
@@ -342,6 +373,12 @@ class TrainConfig(RunSections):
                    "'mlp' with task.family: sinusoid (its inputs are numbers, not images)")
         if self.task.within_alphabet:  # (the plain ways limit is the workspace's: tests train on small fake splits)
             check_task_fits_protocol(self.task, self.data.protocol)
+        if self.task.train_ways not in (None, self.task.ways):
+            any_ways = self.learner.strategy in ("pretrain", "random") or self.learner.head != "fixed"
+            _check(any_ways, "task.train_ways", self.task.train_ways,
+                   f"unset or task.ways={self.task.ways} for strategy {self.learner.strategy!r} with learner.head "
+                   f"{self.learner.head!r}, which adapts to its training ways only (learner.head: zero or shared for "
+                   f"{list(ANY_WAY_HEADS)} adapts to any)")
         _check(0 < len(self.name) <= 200 and self.name.isprintable(), "name", self.name,
                "a name of 1 to 200 printable characters")
 

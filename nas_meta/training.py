@@ -346,9 +346,10 @@ def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.d
     splits = class_splits(config.data.protocol, dataset)
     for split in ("train", "dev"):
         n = len(splits[split])
-        if config.task.ways > n:
+        field, ways = config.task.split_ways(split)
+        if ways > n:
             raise ConfigError(
-                f"task.ways={config.task.ways} is more than the {n} classes of the {config.data.protocol!r} "
+                f"{field}={ways} is more than the {n} classes of the {config.data.protocol!r} "
                 f"protocol's {split} split; use at most {n}."
             )
     return Workspace(dataset, torch.from_numpy(dataset.images).to(device), splits)
@@ -384,7 +385,7 @@ def train_iter(
     seed_everything(config.seed)
     ws = workspace or load_workspace(config, data, torch_device)
     task = config.task
-    train_sampler = ws.task_sampler("train", task)
+    train_sampler = ws.task_sampler("train", task.training_task())
     dev = ws.task_sampler("dev", task).fixed(config.evaluation.dev_episodes, config.evaluation.seed)
     learner = build_learner(config, ws.label_space, torch_device, config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)

@@ -77,6 +77,25 @@ def test_an_empty_mapping_takes_every_default_and_an_empty_file_is_refused(tmp_p
         ("data: {protocol: lake}\ntask: {ways: 41, within_alphabet: true}",
          "task.ways=41 is not allowed: expected at most 40 with task.within_alphabet: true, the classes of the largest "
          "alphabet of the 'lake' protocol's dev split."),
+        ("task: {ways: 20, train_ways: 5}",
+         "task.train_ways=5 is not allowed: expected unset or task.ways=20 for strategy 'maml' with learner.head "
+         "'fixed', which adapts to its training ways only (learner.head: zero or shared for ['maml', 'fomaml'] adapts "
+         "to any)."),
+        ("task: {ways: 20, train_ways: 5}\nlearner: {strategy: reptile}",
+         "task.train_ways=5 is not allowed: expected unset or task.ways=20 for strategy 'reptile' with learner.head "
+         "'fixed'"),
+        ("task: {train_ways: 1}", "task.train_ways=1 is not allowed: expected an integer in [2, 10000], or unset (null)"),
+        ("task: {train_ways: 10001}",
+         "task.train_ways=10001 is not allowed: expected an integer in [2, 10000], or unset (null)"),
+        ("task: {train_ways: 5.0}", "task.train_ways=5.0 must be an integer"),
+        ("task: {train_shots: 0}", "task.train_shots=0 is not allowed: expected an integer >= 1, or unset (null)"),
+        ("task: {train_shots: 6, query: 15}",
+         "task.train_shots + task.query=21 is not allowed: expected at most 20 (Omniglot has 20 drawings"),
+        ("data: {protocol: lake}\ntask: {ways: 20, train_ways: 56, within_alphabet: true}\nlearner: {head: zero}",
+         "task.train_ways=56 is not allowed: expected at most 55 with task.within_alphabet: true, the classes of the "
+         "largest alphabet of the 'lake' protocol's train split."),
+        ("task: {family: sinusoid, ways: 1, train_ways: 2}\narchitecture: {kind: mlp, norm: none}",
+         "task.train_ways=2 is not allowed: expected unset (null) with task.family: sinusoid"),
     ],
 )
 def test_bad_files_name_file_field_value_and_allowed(tmp_path: Path, text: str, message: str) -> None:
@@ -85,6 +104,21 @@ def test_bad_files_name_file_field_value_and_allowed(tmp_path: Path, text: str, 
         load_train_config(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "shape"), [
+    ("task: {ways: 20, shots: 5, train_ways: 5, train_shots: 1}\nlearner: {head: zero}", (5, 1)),
+    ("task: {ways: 20, shots: 5, train_shots: 1}", (20, 1)),
+    ("task: {ways: 20, shots: 5, train_ways: 5}\nlearner: {strategy: pretrain}", (5, 5)),
+    ("task: {ways: 20, shots: 5, train_ways: 20}", (20, 5)),  # a fixed head at its own ways
+    ("task: {ways: 20, shots: 5}", (20, 5)),
+])
+def test_meta_training_episodes_may_take_another_shape(tmp_path: Path, text: str, shape: tuple[int, int]) -> None:
+    task = load_train_config(write(tmp_path, text)).task
+    trained = task.training_task()
+    assert (trained.ways, trained.shots) == shape and (task.ways, task.shots) == (20, 5)
+    assert (trained.query, trained.within_alphabet, trained.train_ways, trained.train_shots) == (task.query, False,
+                                                                                                 None, None)
 
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:

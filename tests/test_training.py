@@ -14,7 +14,7 @@ import torch
 from nas_meta.config import ArchConfig, BudgetConfig, DataConfig, EvalConfig, LearnerConfig, TaskConfig, TrainConfig
 from nas_meta.data import ClassSet
 from nas_meta.episodes import EpisodeSampler
-from nas_meta.errors import Terminated
+from nas_meta.errors import ConfigError, Terminated
 from nas_meta.learners import BaseLearner, get_learner
 from nas_meta.training import (
     Z_95,
@@ -319,3 +319,40 @@ def test_a_zero_head_learner_trained_at_5_ways_is_scored_at_20(tmp_path: Path, o
                               "--data", str(omniglot))
         assert scored.returncode == 0, scored.stderr[-2000:]
         assert (json.loads(scored.stdout)["ways"], json.loads(scored.stdout)["episodes"]) == (ways, 6)
+
+
+# -- meta-training episodes of another shape than the dev and test episodes (task.train_ways, task.train_shots) ------
+
+@pytest.mark.parametrize(("strategy", "head"), [("maml", "zero"), ("fomaml", "shared"), ("pretrain", "fixed")])
+def test_meta_training_takes_the_train_shape_and_dev_scoring_the_task_shape(
+        monkeypatch: pytest.MonkeyPatch, strategy: str, head: str) -> None:
+    config = dataclasses.replace(
+        INTERRUPTED, task=TaskConfig(ways=4, shots=1, query=2, train_ways=3, train_shots=2),
+        learner=LearnerConfig(strategy=strategy, head=head, meta_batch=2, test_steps=1),  # type: ignore[arg-type]
+        budget=BudgetConfig(iterations=2), evaluation=EvalConfig(dev_episodes=3, every=1, batch=3))
+    shapes: dict[str, set[tuple[int, int]]] = {"train": set(), "scored": set()}
+    cls = type(get_learner(config, 6))
+    real_step, real_scores = cls.launch_meta_step, cls.query_scores
+
+    def step(self: BaseLearner, episode: Any, progress: float) -> dict[str, Any]:
+        shapes["train"].add((int(episode.support_y.max()) + 1, episode.support_y.shape[1]))
+        return real_step(self, episode, progress)
+
+    def scores(self: BaseLearner, episode: Any, *args: Any, **kwargs: Any) -> Any:
+        shapes["scored"].add((int(episode.support_y.max()) + 1, episode.support_y.shape[1]))
+        return real_scores(self, episode, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "launch_meta_step", step)
+    monkeypatch.setattr(cls, "query_scores", scores)
+    result = list(train_iter(config, device="cpu", workspace=synthetic_workspace()))[-1]
+    assert isinstance(result, Result) and result.metrics.iterations == 2 and result.metrics.dev_loss is not None
+    assert shapes == {"train": {(3, 6)}, "scored": {(4, 4)}}  # 3 ways x 2 shots in training; 4 x 1 for dev episodes
+
+
+@pytest.mark.slow
+def test_train_ways_beyond_the_training_split_is_refused_by_name(omniglot: Path) -> None:
+    config = dataclasses.replace(tiny_real_config("lake"), task=TaskConfig(ways=5, shots=1, query=2, train_ways=900),
+                                 learner=LearnerConfig(strategy="maml", head="zero"))
+    with pytest.raises(ConfigError, match=r"^task.train_ways=900 is more than the \d+ classes of the 'lake' protocol's "
+                                          r"train split; use at most \d+\.$"):
+        load_workspace(config, omniglot, torch.device("cpu"))

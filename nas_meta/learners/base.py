@@ -36,8 +36,8 @@ class BaseLearner(nn.Module, abc.ABC):
     def __init__(self, config: TrainConfig, label_space: int) -> None:
         super().__init__()
         self.config = config
-        self.train_ways = config.task.ways
-        out = label_space if not self.head_is_meta_learned and self.trains else config.task.ways
+        self.train_ways = config.task.training_task().ways
+        out = label_space if not self.head_is_meta_learned and self.trains else self.train_ways
         self.network = build_network(config.architecture, out, *config.network_input())
         self._templates: dict[int, nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
