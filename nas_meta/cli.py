@@ -160,8 +160,9 @@ def _studies(args: argparse.Namespace) -> int:
     print("shipped studies (nas-meta search NAME):")
     for name, path in shipped_studies().items():
         spec = load_study_spec(path)
-        task = (f"sinusoid regression, {spec.task.shots}-shot" if spec.task.family == "sinusoid"
-                else f"{spec.task.ways}-way {spec.task.shots}-shot, {spec.data.protocol} protocol")
+        family = spec.task.family_info
+        task = family.setting(spec.task.ways, spec.task.shots) + (
+            f", {spec.data.protocol} protocol" if family.needs_data else "")
         print(f"  {name:<16} {task}, space {spec.search_space.rsplit('/', 1)[-1].removesuffix('.yaml')}, "
               f"{spec.n_trials} trials")
     print("shipped search spaces:")

@@ -134,14 +134,20 @@ class Score:
     def difference(self, value: float, ci: float) -> str:
         return f"{100 * value:+.2f} ± {100 * ci:.2f} pts" if self.percent else f"{value:+.4f} ± {ci:.4f}"
 
+    def spread(self, std: float) -> str:
+        """A standard deviation over seeds ("–" where undefined: one seed)."""
+        if math.isnan(std):
+            return "–"
+        return f"{100 * std:.2f}" if self.percent else f"{std:.4f}"
+
 
 ACCURACY = Score("accuracy", "test accuracy", percent=True)
 MSE = Score("mse", "test MSE", percent=False)
 
 
 def score_of(config: TrainConfig) -> Score:
-    """The score of ``config``'s task family: the query MSE for the sinusoid family, else accuracy."""
-    return MSE if config.task.family == "sinusoid" else ACCURACY
+    """The score of ``config``'s task family: the query MSE for regression, else accuracy."""
+    return MSE if config.task.family_info.regression else ACCURACY
 
 
 def check_compare_target(out: Path, methods: list[str]) -> None:
@@ -209,12 +215,15 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
         budget_text = f"{budget.seconds:g} s of meta-training"
     else:
         budget_text = f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first"
-    if task.family == "sinusoid":
-        setting = f"Sinusoid regression, {task.shots}-shot"
+    family = task.family_info
+    setting = family.setting(task.ways, task.shots)
+    if family.regression:
         points = f"{task.query} query points per task"
     else:
-        setting = f"{task.ways}-way {task.shots}-shot Omniglot ({candidate.data.protocol} protocol)"
         points = f"{task.query} query images per class"
+    if family.needs_data:
+        setting += f" {family.name.capitalize()} ({candidate.data.protocol} protocol)"
+    setting = setting[0].upper() + setting[1:]
     what = "Accuracy" if score.percent else "Query MSE"
     lines = [
         f"# {setting}: candidate vs baselines", "",
@@ -229,8 +238,7 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
     for row in table.to_dict("records"):
         diffs = "; ".join(f"vs {k[8:]}: {score.difference(row[k], row[k + '_ci95'])}"
                           for k in row if k.startswith("diff_vs_") and not k.endswith("_ci95") and not pd.isna(row[k]))
-        spread = ("–" if math.isnan(row["seed_std"])  # undefined for one seed
-                  else f"{100 * row['seed_std']:.2f}" if score.percent else f"{row['seed_std']:.4f}")
+        spread = score.spread(row["seed_std"])
         lines.append(f"| {row['method']} | {score.text(row[f'test_{score.name}'], row[f'test_{score.name}_ci95'])} | "
                      f"{spread} | {diffs} | {row['parameters']:,} | {row['train_seconds']:.0f} | "
                      f"{row['iterations']:.0f} | {row['stopped_by']} |")

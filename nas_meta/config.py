@@ -29,15 +29,53 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Protocol = Literal["maml", "vinyals", "lake"]
 TaskFamily = Literal["omniglot", "sinusoid"]
 MAX_POINTS = 100_000  # support + query points of one sinusoid task
-# What a family's configs get where they leave a field of a section out: the dataclasses' defaults are Omniglot's (the
-# MAML paper's network and rates); the sinusoid family's are the paper's section 5.1 (2 x 40 ReLU MLP, inner lr 0.01,
-# meta-batch 25), with Xavier's initialization (Kaiming's, scaled for images, starts the MLP at a loss of about 100)
-FAMILY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "omniglot": {},
-    "sinusoid": {"task": {"ways": 1, "shots": 10, "query": 10},
-                 "architecture": {"kind": "mlp", "blocks": 2, "channels": 40, "norm": "none", "activation": "relu"},
-                 "learner": {"inner_lr": 0.01, "meta_batch": 25, "test_steps": 10, "init": "xavier"}},
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the rest of nas-meta needs to know of a task family besides its episodes (those come from its
+    ``TaskSource`` in :mod:`nas_meta.training`): one entry of :data:`FAMILIES` per ``task.family``.
+
+    Attributes:
+        name: the ``task.family`` value.
+        regression: real-valued targets (scored by the query MSE; a trained learner adapts to points), else class
+            labels (scored by accuracy; a trained learner adapts to images).
+        needs_data: tasks are drawn from a data set on disk (a data folder, a ``data.protocol``), else generated.
+        defaults: what its configs get where they leave a field of a section out (the dataclasses' defaults are
+            Omniglot's, the MAML paper's network and rates).
+        setting_format: its task setting in words, from ``ways`` and ``shots``.
+        baseline_format: the file name of a shipped baseline, from ``name``, ``ways`` and ``shots``.
+    """
+
+    name: str
+    regression: bool
+    needs_data: bool
+    defaults: dict[str, dict[str, Any]]
+    setting_format: str
+    baseline_format: str
+
+    def setting(self, ways: int, shots: int) -> str:
+        """A task setting in words: "5-way 1-shot", "sinusoid regression, 10-shot"."""
+        return self.setting_format.format(ways=ways, shots=shots)
+
+    def baseline_file(self, name: str, ways: int, shots: int) -> str:
+        return self.baseline_format.format(name=name, ways=ways, shots=shots)
+
+
+FAMILIES: dict[str, Family] = {
+    "omniglot": Family("omniglot", regression=False, needs_data=True, defaults={},
+                       setting_format="{ways}-way {shots}-shot", baseline_format="{name}-{ways}w{shots}s.yaml"),
+    # the MAML paper's section 5.1 (2 x 40 ReLU MLP, inner lr 0.01, meta-batch 25), with Xavier's initialization
+    # (Kaiming's, scaled for images, starts the MLP at a loss of about 100)
+    "sinusoid": Family("sinusoid", regression=True, needs_data=False,
+                       defaults={"task": {"ways": 1, "shots": 10, "query": 10},
+                                 "architecture": {"kind": "mlp", "blocks": 2, "channels": 40, "norm": "none",
+                                                  "activation": "relu"},
+                                 "learner": {"inner_lr": 0.01, "meta_batch": 25, "test_steps": 10, "init": "xavier"}},
+                       setting_format="sinusoid regression, {shots}-shot",
+                       baseline_format="{name}-sinusoid-{shots}s.yaml"),
 }
+assert set(FAMILIES) == set(get_args(TaskFamily))
 MAX_SEED = 2**32 - 1
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 STUDY_NAME_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -161,6 +199,11 @@ class TaskConfig:
                "an integer in [2, 10000], or unset (null): task.ways")
         _check(self.train_shots is None or self.train_shots + self.query <= 20, "task.train_shots + task.query",
                (self.train_shots or 0) + self.query, "at most 20 (Omniglot has 20 drawings of each character)")
+
+    @property
+    def family_info(self) -> Family:
+        """The task family's entry in :data:`FAMILIES`."""
+        return FAMILIES[self.family]
 
     def split_ways(self, split: str) -> tuple[str, int]:
         """The field that sets the ways of ``split``'s episodes, and its value."""
@@ -368,9 +411,9 @@ class TrainConfig(RunSections):
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
-        if self.task.family == "sinusoid":
+        if self.task.family_info.regression:
             _check(self.architecture.kind == "mlp", "architecture.kind", self.architecture.kind,
-                   "'mlp' with task.family: sinusoid (its inputs are numbers, not images)")
+                   f"'mlp' with task.family: {self.task.family} (its inputs are numbers, not images)")
         if self.task.within_alphabet:  # (the plain ways limit is the workspace's: tests train on small fake splits)
             check_task_fits_protocol(self.task, self.data.protocol)
         if self.task.train_ways not in (None, self.task.ways):
@@ -385,7 +428,7 @@ class TrainConfig(RunSections):
     def network_input(self) -> tuple[int, int]:
         """``(image_size, in_channels)`` of the network's input: Omniglot's grey images, or for the sinusoid family
         one real number (a 1 x 1 "image" of one channel)."""
-        return (1, 1) if self.task.family == "sinusoid" else (self.data.image_size, 1)
+        return (1, 1) if self.task.family_info.regression else (self.data.image_size, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (lists, not tuples: YAML and JSON) that :func:`train_config_from_dict` turns back into an
@@ -412,10 +455,11 @@ T = TypeVar("T")
 
 def with_family_defaults(data: dict[Any, Any]) -> dict[Any, Any]:
     """``data`` (a config's sections) with the fields it leaves out taken from its task family's defaults
-    (:data:`FAMILY_DEFAULTS`), e.g. the sinusoid family's one output and 2 x 40 ReLU MLP."""
+    (:attr:`Family.defaults`), e.g. the sinusoid family's one output and 2 x 40 ReLU MLP."""
     task = data.get("task")
-    family = task.get("family", "omniglot") if isinstance(task, dict) else "omniglot"
-    defaults = FAMILY_DEFAULTS.get(family, {}) if isinstance(family, str) else {}
+    name = task.get("family", "omniglot") if isinstance(task, dict) else "omniglot"
+    family = FAMILIES.get(name) if isinstance(name, str) else None  # an unknown one: from_dict names it
+    defaults = family.defaults if family else {}
     out = dict(data)
     for section, fields in defaults.items():
         given = data.get(section)
@@ -1008,12 +1052,12 @@ def baseline_path(name: str, ways: int, shots: int, folders: list[Path], *, fiel
     Raises:
         ConfigError: no folder has it (the message lists the files of the first folder).
     """
-    stem = f"{name}-sinusoid-{shots}s.yaml" if family == "sinusoid" else f"{name}-{ways}w{shots}s.yaml"
+    stem = FAMILIES[family].baseline_file(name, ways, shots)
     for folder in folders:
         if (folder / stem).exists():
             return folder / stem
     known = sorted(p.name for p in folders[0].glob("*.yaml"))
-    what = f"sinusoid {shots}-shot" if family == "sinusoid" else f"{ways}-way {shots}-shot"
+    what = FAMILIES[family].setting(ways, shots)
     raise ConfigError(f"{field_name}: {name!r} has no config {folders[0] / stem} for {what}; "
                       f"files in {folders[0]}: {known}.")
 

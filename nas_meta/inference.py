@@ -199,7 +199,7 @@ class TrainedLearner:
         """
         if not isinstance(transductive, bool):
             raise TypeError(f"transductive must be True or False, not {short(transductive)}.")
-        if self.config.task.family != "omniglot":
+        if self.config.task.family_info.regression:
             raise ConfigError(f"this learner was trained on task.family: {self.config.task.family} (regression), not on "
                               "images: adapt it with adapt_points(x, y).")
         x = self.prepare(images, name="images")
@@ -242,15 +242,15 @@ class TrainedLearner:
         Raises:
             TypeError, ValueError: bad points or steps; ConfigError: a learner trained on images.
         """
-        if self.config.task.family == "omniglot":
+        if not self.config.task.family_info.regression:
             raise ConfigError("this learner classifies Omniglot images: adapt it with adapt(images, labels).")
         support_x, support_y = _points(x, "x", self.device), _points(y, "y", self.device)
         if len(support_x) != len(support_y):
             raise ValueError(f"got {len(support_x)} x values but {len(support_y)} y values; give one y per x.")
         params = self.learner.adapt(support_x[None], support_y[None], ways=1, steps=_adaptation_steps(steps))
-        network = copy.deepcopy(self.learner.template(1))
-        network.load_state_dict({k: v[0].detach() for k, v in params.items()}, strict=True)
-        return AdaptedRegressor(network.eval(), self.device)
+        network = adapted_network(self.learner.template(1), {k: v[0].detach() for k, v in params.items()}, support_x,
+                                  transductive=False)
+        return AdaptedRegressor(network, self.device)
 
 
 MAX_POINTS_PER_CALL = 10_000_000
@@ -402,7 +402,7 @@ def evaluate_learner(
     result = evaluate(trained.learner, fixed, steps=steps, batch=config.evaluation.batch)
     return {
         "learner": str(path), "strategy": config.learner.strategy, "family": config.task.family,
-        "protocol": config.data.protocol if config.task.family == "omniglot" else None, "split": split,
+        "protocol": config.data.protocol if config.task.family_info.needs_data else None, "split": split,
         "ways": ways, "shots": shots, "query": query, "within_alphabet": within,
         "steps": steps if steps is not None else config.learner.test_steps,
         "episode_seed": episode_seed, **result.summary(),

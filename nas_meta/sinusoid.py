@@ -3,7 +3,7 @@
 Each task draws an amplitude ``A`` uniform in [0.1, 5.0] and a phase ``b`` uniform in [0, pi]; its ``shots``
 support and ``query`` query points have ``x`` uniform in [-5, 5]. The loss is the mean squared error
 (:mod:`nas_meta.objectives` reads it from the real-valued targets); the default network is the paper's MLP, two
-hidden layers of 40 ReLU units (:data:`nas_meta.config.FAMILY_DEFAULTS`). It needs no data: training draws fresh
+hidden layers of 40 ReLU units (:data:`nas_meta.config.FAMILIES`). It needs no data: training draws fresh
 tasks from the run's generator, and the dev and test sets are fixed by their split's name and the seed, as
 Omniglot's are, so every learner is scored on the same tasks.
 """

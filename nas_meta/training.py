@@ -300,7 +300,7 @@ class TaskSampler(Protocol):
 class TaskSource(Protocol):
     """A task family loaded for one config on one device: the interface a run needs from it (Omniglot's
     :class:`Workspace`, :class:`nas_meta.sinusoid.SinusoidTasks`). Its loss and score come from its episodes'
-    targets (:mod:`nas_meta.objectives`), its default network from :data:`nas_meta.config.FAMILY_DEFAULTS`."""
+    targets (:mod:`nas_meta.objectives`), its default network from :attr:`nas_meta.config.Family.defaults`."""
 
     @property
     def label_space(self) -> int:
@@ -331,6 +331,11 @@ class Workspace:
         return self.sampler(split, task.ways, task.shots, task.query, within_alphabet=task.within_alphabet)
 
 
+GENERATED_FAMILIES: dict[str, Callable[[torch.device], TaskSource]] = {  # families without data: their task sources
+    "sinusoid": SinusoidTasks,
+}
+
+
 def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.device,
                    progress: Callable[[int, int], None] | None = None) -> TaskSource:
     """Load the config's task family onto ``device``: for Omniglot the images at the config's size, with its
@@ -340,8 +345,8 @@ def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.d
         DataError: the data is missing or corrupt.
         ConfigError: the task asks for more ways than a split has classes.
     """
-    if config.task.family == "sinusoid":
-        return SinusoidTasks(device)
+    if config.task.family in GENERATED_FAMILIES:
+        return GENERATED_FAMILIES[config.task.family](device)
     dataset = load_omniglot(data, config.data.image_size, progress=progress)
     splits = class_splits(config.data.protocol, dataset)
     for split in ("train", "dev"):
@@ -409,7 +414,7 @@ def train_iter(
         dev_accuracy=last.dev_accuracy if last else None, dev_accuracy_ci95=last.dev_accuracy_ci95 if last else None,
         dev_history=tuple(history), parameters=count_parameters(learner.network),
         label_space=ws.label_space, family=config.task.family,
-        protocol=config.data.protocol if config.task.family == "omniglot" else None, device=str(torch_device),
+        protocol=config.data.protocol if config.task.family_info.needs_data else None, device=str(torch_device),
         nas_meta_version=__version__,
     )
     yield Result(config, learner, metrics)

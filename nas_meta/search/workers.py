@@ -272,7 +272,7 @@ def search(
     def check(spec: StudySpec) -> None:  # everything that can be checked is checked before the storage is opened
         for dev in worker_devices(device, workers):
             resolve_device(dev)
-        if spec.task.family == "omniglot":  # (the sinusoid family needs no data)
+        if spec.task.family_info.needs_data:  # (the sinusoid family generates its tasks)
             resolve_data_dir(data)
         heartbeat_seconds(), grace_seconds()  # a bad NAS_META_HEARTBEAT_* fails here, not inside every trial
         tune_allocator()  # likewise a bad NAS_META_TUNE_ALLOCATOR
