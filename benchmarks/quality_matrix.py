@@ -9,10 +9,11 @@ drawn beside the curves (MAML: Finn et al. 2017; Reptile: Nichol et al. 2018, tr
 
     python benchmarks/quality_matrix.py [--settings 5w1s,20w1s] [--strategies maml,fomaml,reptile,metasgd,pretrain]
                                         [--minutes 15] [--every 3] [--out benchmarks/results/quality_matrix]
-                                        [--data ../shared/data/omniglot] [--dry-run]
+                                        [--data ../shared/data/omniglot] [--dry-run] [--report]
 
-Each run's raw records go to ``OUT/<setting>-<strategy>.json``; the table to ``quality_matrix.md``; the curves to
-``quality_matrix.html``. Run it alone on the machine: minutes of CPU are what it measures. ``--dry-run`` (CI): tiny
+Each run's raw records go to ``OUT/<setting>-<strategy>.json``; the table of every run in ``OUT`` (this
+invocation's and earlier ones') to ``quality_matrix.md``; their curves to ``quality_matrix.html``; ``--report``
+rebuilds both from the JSON files alone. Run it alone on the machine: minutes of CPU are what it measures. ``--dry-run`` (CI): tiny
 networks, seconds instead of minutes, a few episodes.
 """
 
@@ -119,6 +120,19 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def collected_runs(out: Path) -> dict[str, dict[str, Any]]:
+    """Every run recorded in ``out`` (``<setting>-<strategy>.json``), by setting in :data:`SETTINGS` order."""
+    runs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json") if p.stem.split("-")[0] in SETTINGS}
+    return dict(sorted(runs.items(), key=lambda kv: (SETTINGS.index(kv[0].split("-")[0]), kv[0])))
+
+
+def write_report(out: Path) -> dict[str, dict[str, Any]]:
+    runs = collected_runs(out)
+    (out / "quality_matrix.md").write_text(table(runs) + "\n")
+    (out / "quality_matrix.html").write_text(figure_html(runs))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default="5w1s,20w1s")
@@ -130,15 +144,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality_matrix"))
     parser.add_argument("--dry-run", action="store_true", help="tiny networks, seconds not minutes (CI)")
+    parser.add_argument("--report", action="store_true", help="only rebuild the table and figure from OUT's runs")
     args = parser.parse_args()
+    if args.report:
+        print(table(write_report(Path(args.out))))
+        return
     seconds, every, episodes = args.minutes * 60, args.every * 60, args.episodes
     if args.dry_run:
         seconds, every, episodes = 2.0, 1.0, 4
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, dict[str, Any]] = {}
     device = torch.device(args.device)
     workspaces: dict[DataConfig, Workspace] = {}
+    runs = collected_runs(out)
     for setting in args.settings.split(","):
         for strategy in args.strategies.split(","):
             config = run_config(setting, strategy)
@@ -151,10 +169,8 @@ def main() -> None:
             if config.data not in workspaces:  # Omniglot loaded once per data setting, not once per run
                 workspaces[config.data] = load_workspace(config, args.data, device)
             run = curve(config, seconds, every, episodes, workspaces[config.data], device)
-            runs[f"{setting}-{strategy}"] = run
             (out / f"{setting}-{strategy}.json").write_text(json.dumps(run, indent=2))
-            (out / "quality_matrix.md").write_text(table(runs) + "\n")  # after every run: a stopped run keeps these
-            (out / "quality_matrix.html").write_text(figure_html(runs))
+            runs = write_report(out)  # after every run: a stopped run keeps these
     print(table(runs))
 
 
