@@ -21,6 +21,7 @@ from .config import (
     MAX_ITERATIONS,
     PATH_OR_NONE,
     SHIPPED_BASELINES,
+    STRATEGIES,
     BudgetConfig,
     TrainConfig,
     baseline_path,
@@ -83,9 +84,11 @@ def compare(
     budget = budget or candidate.budget
     methods: dict[str, TrainConfig] = {f"candidate ({candidate.learner.strategy})": candidate}
     for name in baselines:
-        base = load_train_config(baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES], family=task.family,
-                                               field_name="--baselines"))
-        methods[f"{name} (paper settings)"] = dataclasses.replace(  # the candidate's data and kind of episode
+        path = baseline_path(name, task.ways, task.shots, [SHIPPED_BASELINES], family=task.family,
+                             field_name="--baselines")
+        base = load_train_config(path)
+        label = "paper settings" if name in STRATEGIES else path.name  # maml-cpu-*.yaml: tuned, not the paper's
+        methods[f"{name} ({label})"] = dataclasses.replace(  # the candidate's data and kind of episode
             base, data=candidate.data, task=dataclasses.replace(base.task, within_alphabet=task.within_alphabet))
     check_compare_target(out, [_slug(m) for m in methods])
     torch_device = resolve_device(device)
@@ -228,8 +231,9 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
     lines = [
         f"# {setting}: candidate vs baselines", "",
         (f"Each method meta-trained with the same budget ({budget_text}) for {seeds} seed(s), then scored on the same "
-         f"{episodes} fixed test episodes ({points}). Baselines use their papers' settings for this task "
-         f"(studies/baselines/), scaled only in the number of meta-iterations. {what} ± 95% CI over episodes "
+         f"{episodes} fixed test episodes ({points}). Baselines are the shipped configs for this task "
+         f"(studies/baselines/: their papers' settings unless named otherwise), scaled only in the number of "
+         f"meta-iterations. {what} ± 95% CI over episodes "
          f"(per-episode {score.title[5:]} averaged over seeds); seed std is the spread of the per-seed means; the paired "
          "difference is over identical episodes."), "",
         f"| method | {score.title} | seed std | paired difference | parameters | train s | meta-iterations | stopped by |",

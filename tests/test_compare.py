@@ -243,3 +243,16 @@ def test_compare_with_a_seconds_budget_trains_every_method_for_those_seconds(tmp
     assert (runs["status"] == "time_budget").all() and (runs["train_seconds"] >= 2).all()
     assert (runs["iterations"] > 2).all()  # the config's cap of 2 no longer ends them
     assert (pd.read_csv(tmp_path / "cmp" / "comparison.csv")["stopped_by"] == "seconds").all()
+
+
+@pytest.mark.slow
+def test_a_tuned_baseline_is_named_by_its_file_not_as_paper_settings(tmp_path: Path, omniglot: Path) -> None:
+    config = tmp_path / "cand.yaml"
+    config.write_text("name: cand\ntask: {ways: 20, shots: 1, query: 1}\narchitecture: {blocks: 2, channels: 8}\n"
+                      "learner: {strategy: pretrain, meta_batch: 2, test_steps: 1}\nbudget: {iterations: 1}\n")
+    done = nas_meta_cli("-q", "compare", str(config), "--baselines", "maml-cpu,maml", "--seeds", "1", "--episodes", "4",
+                        "--out", str(tmp_path / "cmp"), "--data", str(omniglot))
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(table["method"]) == ["candidate (pretrain)", "maml-cpu (maml-cpu-20w1s.yaml)", "maml (paper settings)"]
+    assert list(table["iterations"]) == [1, 1, 1]  # the tuned config meta-trained on its 5-way tasks, scored at 20 ways
