@@ -109,12 +109,12 @@ def check_task_fits_protocol(task: TaskConfig, protocol: str) -> None:
         ConfigError: naming the field, the value and the split that cannot hold it.
     """
     for split, count in PROTOCOL_CLASSES[protocol].items():
-        field, ways = task.split_ways(split)
-        _check(ways <= count, field, ways, f"at most {count}, the classes of the {protocol!r} protocol's {split} split")
+        name, ways = task.split_ways(split)
+        _check(ways <= count, name, ways, f"at most {count}, the classes of the {protocol!r} protocol's {split} split")
     if task.within_alphabet:
         for split, count in PROTOCOL_LARGEST_ALPHABET[protocol].items():
-            field, ways = task.split_ways(split)
-            _check(ways <= count, field, ways, f"at most {count} with task.within_alphabet: true, the classes of the "
+            name, ways = task.split_ways(split)
+            _check(ways <= count, name, ways, f"at most {count} with task.within_alphabet: true, the classes of the "
                    f"largest alphabet of the {protocol!r} protocol's {split} split")
 
 
@@ -180,25 +180,17 @@ class TaskConfig:
             _check(self.ways == 1, "task.ways", self.ways, "1 with task.family: sinusoid (one regression output)")
             _check(self.train_ways is None, "task.train_ways", self.train_ways,
                    "unset (null) with task.family: sinusoid (one regression output)")
-            _check(self.train_shots is None or self.train_shots + self.query <= MAX_POINTS,
-                   "task.train_shots + task.query", (self.train_shots or 0) + self.query,
-                   f"at most {MAX_POINTS} points per sinusoid task")
             _check(not self.within_alphabet, "task.within_alphabet", self.within_alphabet,
                    "false with task.family: sinusoid (alphabets are Omniglot's)")
-            _check(self.shots + self.query <= MAX_POINTS, "task.shots + task.query", self.shots + self.query,
-                   f"at most {MAX_POINTS} points per sinusoid task")
-            return
-        _check(2 <= self.ways <= 10_000, "task.ways", self.ways, "an integer in [2, 10000]")
-        _check(
-            self.shots + self.query <= 20,
-            "task.shots + task.query",
-            self.shots + self.query,
-            "at most 20 (Omniglot has 20 drawings of each character)",
-        )
-        _check(self.train_ways is None or 2 <= self.train_ways <= 10_000, "task.train_ways", self.train_ways,
-               "an integer in [2, 10000], or unset (null): task.ways")
-        _check(self.train_shots is None or self.train_shots + self.query <= 20, "task.train_shots + task.query",
-               (self.train_shots or 0) + self.query, "at most 20 (Omniglot has 20 drawings of each character)")
+            points, allowed = MAX_POINTS, f"at most {MAX_POINTS} points per sinusoid task"
+        else:
+            _check(2 <= self.ways <= 10_000, "task.ways", self.ways, "an integer in [2, 10000]")
+            _check(self.train_ways is None or 2 <= self.train_ways <= 10_000, "task.train_ways", self.train_ways,
+                   "an integer in [2, 10000], or unset (null): task.ways")
+            points, allowed = 20, "at most 20 (Omniglot has 20 drawings of each character)"
+        for name, shots in (("task.shots", self.shots), ("task.train_shots", self.train_shots)):
+            if shots is not None:  # each episode shape, dev/test and meta-training, must fit one task's points
+                _check(shots + self.query <= points, f"{name} + task.query", shots + self.query, allowed)
 
     @property
     def family_info(self) -> Family:

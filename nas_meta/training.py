@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._version import __version__
 from .architectures import count_parameters
-from .config import BudgetConfig, TaskConfig, TrainConfig
+from .config import FAMILIES, BudgetConfig, TaskConfig, TrainConfig
 from .data import ClassSet, Omniglot, class_splits, load_omniglot
 from .episodes import Episode, EpisodeSampler, FixedEpisodes
 from .errors import ConfigError, Terminated
@@ -334,6 +334,7 @@ class Workspace:
 GENERATED_FAMILIES: dict[str, Callable[[torch.device], TaskSource]] = {  # families without data: their task sources
     "sinusoid": SinusoidTasks,
 }
+assert set(GENERATED_FAMILIES) == {name for name, family in FAMILIES.items() if not family.needs_data}
 
 
 def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.device,
@@ -345,7 +346,7 @@ def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.d
         DataError: the data is missing or corrupt.
         ConfigError: the task asks for more ways than a split has classes.
     """
-    if config.task.family in GENERATED_FAMILIES:
+    if not config.task.family_info.needs_data:
         return GENERATED_FAMILIES[config.task.family](device)
     dataset = load_omniglot(data, config.data.image_size, progress=progress)
     splits = class_splits(config.data.protocol, dataset)
