@@ -3,8 +3,8 @@
 One run per (setting, strategy) gives its whole curve: the learner is scored on the setting's 600 fixed test
 episodes (``maml`` protocol) every ``--every`` minutes of meta-training and at the end; the scoring is not counted
 as training time (``meta_train`` leaves out the time its caller holds a record). Configs: the shipped baseline
-``studies/baselines/<strategy>-<setting>.yaml`` where there is one, else the setting's MAML config with the strategy
-swapped (first-order MAML, Meta-SGD; pre-training with its 5w1s fine-tuning settings). The published numbers are
+``studies/baselines/<strategy>-<setting>.yaml`` where there is one, else the strategy's 5w1s recipe (its own 5w1s
+config, or MAML's with the strategy swapped) on the setting's episodes: see :func:`run_config`. The published numbers are
 drawn beside the curves (MAML: Finn et al. 2017; Reptile: Nichol et al. 2018, transductive).
 
     python benchmarks/quality_matrix.py [--settings 5w1s,20w1s] [--strategies maml,fomaml,reptile,metasgd,pretrain]
@@ -41,17 +41,23 @@ STRATEGIES = ("maml", "fomaml", "reptile", "metasgd", "pretrain")
 
 
 def run_config(setting: str, strategy: str) -> TrainConfig:
-    """The shipped config for ``strategy`` at ``setting``, or the setting's MAML config with the strategy swapped."""
+    """The shipped config for ``strategy`` at ``setting``; else the strategy's 5w1s recipe moved to the setting's task.
+
+    The 5w1s recipe is ``<strategy>-5w1s.yaml`` where one is shipped (Meta-SGD, pre-training, Reptile), else
+    ``maml-5w1s.yaml`` with the strategy swapped (first-order MAML); its task becomes the one of
+    ``maml-<setting>.yaml`` (ways, shots, query), everything else (network, rates, steps, meta-batch) is kept.
+    """
     baselines = ROOT / "studies" / "baselines"
     own = baselines / f"{strategy}-{setting}.yaml"
     if own.exists():
         return load_train_config(own)
-    base = load_train_config(baselines / f"maml-{setting}.yaml")
-    learner = dataclasses.replace(base.learner, strategy=strategy)  # type: ignore[arg-type]
-    if strategy == "pretrain":  # fine-tuning as in pretrain-5w1s.yaml
-        pretrain = load_train_config(baselines / "pretrain-5w1s.yaml").learner
-        learner = dataclasses.replace(learner, inner_lr=pretrain.inner_lr, test_steps=pretrain.test_steps)
-    return dataclasses.replace(base, name=f"{strategy}-{setting}", learner=learner)
+    recipe = baselines / f"{strategy}-5w1s.yaml"
+    if recipe.exists():
+        base = load_train_config(recipe)
+    else:
+        base = load_train_config(baselines / "maml-5w1s.yaml", [f"learner.strategy={strategy}"])
+    task = load_train_config(baselines / f"maml-{setting}.yaml").task
+    return dataclasses.replace(base, name=f"{strategy}-{setting}", task=task)
 
 
 def curve(config: TrainConfig, seconds: float, every: float, episodes: int, workspace: Workspace,
