@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 import numpy as np
@@ -140,6 +141,14 @@ def public_mode(directory: bool = False) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return (0o777 if directory else 0o666) & ~umask
+
+
+def home_expanded(path: str | Path) -> Path | None:
+    """``path`` with a leading ``~`` or ``~user`` replaced by that home folder; None where there is no such user."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "Could not determine home directory"
+        return None
 
 
 def default_cache_dir() -> str:

@@ -15,6 +15,7 @@ repaired on open (a backup is kept); one with a bad line in the middle is refuse
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from urllib.parse import unquote
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
@@ -43,9 +45,9 @@ from sqlalchemy import inspect as sqlalchemy_inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .config import check_study_name, short
+from .config import check_study_name, clip, short
 from .errors import ConfigError, StorageError
-from .runtime import public_mode
+from .runtime import home_expanded, public_mode
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,60 @@ def default_storage_url(study_name: str, runs_dir: str | Path = "runs") -> str:
     return f"journal:{Path(runs_dir) / f'{check_study_name(study_name)}.journal'}"
 
 
+class AppendingJournalBackend(JournalFileBackend):
+    """Optuna's journal file, whose writes never glue a record onto a torn one, nor leave one torn themselves.
+
+    A writer killed mid-record (SIGKILL, power loss) or cut short by a full disk leaves a line without its newline;
+    Optuna's own append would continue that line, and the merged line would be unreadable to every worker for
+    good. Here each append, under Optuna's lock, first cuts such a tail off (saved in a ``.torn-*.bak`` file beside
+    the journal), and a write that fails is cut back off before the error propagates.
+    """
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        payload = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+        with get_lock_file(self._lock), open(self._file_path, "a+b", buffering=0) as f:
+            end = _cut_torn_tail(f, Path(self._file_path))
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[f.write(view) or 0:]
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(end)  # no half record left behind (a full disk): the journal stays whole
+                raise
+
+
+def _cut_torn_tail(f: io.FileIO, path: Path) -> int:
+    """Cut the bytes after the last newline of the open journal ``f`` (a record a crashed writer left
+    unfinished), keeping them in a backup file; the journal's size after it."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0
+    f.seek(size - 1)
+    if f.read(1) == b"\n":  # the usual case: whole records only
+        return size
+    end, chunk = size, 1 << 16
+    while end > 0:  # back to the last newline
+        start = max(0, end - chunk)
+        f.seek(start)
+        block = f.read(end - start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end == size:
+        return size
+    f.seek(end)
+    torn = f.read(size - end)
+    backup = path.with_name(f"{path.name}.torn-{datetime.now():%Y%m%d-%H%M%S-%f}.bak")
+    backup.write_bytes(torn)
+    f.truncate(end)
+    logger.warning("journal %s ended in a torn record (%d bytes, a writer that died mid-write): cut it off before "
+                   "writing; the bytes are in %s", path, size - end, backup.name)
+    return end
+
+
 class ReadOnlyJournalBackend(JournalFileBackend):
     """A journal file read and never written: every write is refused with a clear error."""
 
@@ -213,17 +269,21 @@ def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 repair_journal(path)
-                backend = JournalFileBackend(str(path))
+                backend = AppendingJournalBackend(str(path))
             return StorageHandle(JournalStorage(backend), f"journal:{path}", "journal", path)
         except OSError as err:
             raise StorageError(f"cannot open storage journal:{path}: {err.strerror or err}.") from None
     parsed = _parse_rdb_url(url, shown)
     if parsed.drivername.startswith("sqlite") and parsed.database:
-        database = Path(parsed.database).expanduser()
+        database = _home_expanded(parsed.database, shown)
         _check_file_path(database, shown)
         if read_only and not database.is_file():
             raise StorageError(f"cannot open storage {shown}: no such database file.")
-        database.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"cannot open storage {shown}: the folder {str(database.parent)!r} cannot be made "
+                               f"({err.strerror or err}).") from None
     interval, grace = heartbeat_seconds(), grace_seconds()
     if read_only:
         _check_has_studies(url, shown)
@@ -279,8 +339,15 @@ def _check_file_path(path: Path, shown: str) -> None:
         raise ConfigError(f"--storage {shown!r}: {str(path)!r} is not a regular file (a folder, FIFO or device).")
 
 
+def _home_expanded(path: str, shown: str) -> Path:
+    expanded = home_expanded(path)
+    if expanded is None:
+        raise ConfigError(f"--storage {shown!r}: {path.split('/')[0]!r} is the home of no user on this machine.")
+    return expanded
+
+
 def _journal_path(url: str, shown: str) -> Path:
-    path = Path(url.removeprefix("journal:")).expanduser()
+    path = _home_expanded(url.removeprefix("journal:"), shown)
     if not str(path) or str(path) == "." or path.is_dir():
         raise ConfigError(f"--storage {shown!r}: a journal storage needs a file path, e.g. journal:runs/study.journal.")
     _check_file_path(path, shown)
@@ -426,8 +493,11 @@ class JournalHeartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
-            except Exception:  # noqa: BLE001  the trial was finished (e.g. failed as stale): nothing left to keep alive
+            except UpdateFinishedTrialError:  # the trial was closed (failed as stale): nothing left to keep alive
                 return
+            except Exception as err:  # noqa: BLE001  a passing fault (a full disk, NFS): beat again next time
+                logger.warning("trial %d: its heartbeat could not be written (%s); trying again in %g s",
+                               self.trial_id, clip(str(err), 200), self.interval)
 
     def __enter__(self) -> Self:
         self.beat()

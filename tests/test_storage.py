@@ -199,6 +199,21 @@ def refused_storage(url: str, error: type[Exception], folder: Path) -> str:
     return message
 
 
+@pytest.mark.parametrize("url", ["journal:~no-such-user-nas-meta/s.journal", "~no-such-user-nas-meta/s.journal",
+                                 "sqlite:///~no-such-user-nas-meta/s.db"])
+def test_a_home_of_no_user_is_refused_by_name(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(``Path.expanduser`` raises a RuntimeError there, which used to escape as a traceback.)"""
+    monkeypatch.chdir(tmp_path)
+    assert refused_storage(url, ConfigError, tmp_path) == (
+        f"--storage {url!r}: '~no-such-user-nas-meta' is the home of no user on this machine.")
+
+
+def test_a_sqlite_file_whose_folder_cannot_be_made_is_refused_naming_it(tmp_path: Path) -> None:
+    url = "sqlite:////proc/nas-meta-test/s.db"  # /proc takes no new folder, not even root's
+    message = refused_storage(url, StorageError, tmp_path)
+    assert message.startswith(f"cannot open storage {url}: the folder '/proc/nas-meta-test' cannot be made (")
+
+
 @pytest.mark.parametrize("url", ["", "foo", "://", "sqlite:", "sqlite:/", "postgresql:/host/db", "sqlite:relative.db",
                                  "not a url at all"])
 def test_a_malformed_value_says_which_forms_are_known(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,6 +372,52 @@ def test_a_torn_end_is_cut_with_a_backup_and_a_warning(tail: bytes, journal: tup
     assert _load(path) == trials and len(list(tmp_path.glob("*.bak"))) == 1  # a sound file is not repaired again
 
 
+@pytest.mark.parametrize("tail", [b'{"op_code":6,"worker_id":"w","trial_id":2,"st', b'{"op_code":8}', b"\x00" * 70_000],
+                         ids=["partial-json", "record-without-newline", "nul-bytes-longer-than-a-read"])
+def test_a_record_torn_while_the_journal_is_open_is_cut_before_the_next_write(
+        tail: bytes, journal: tuple[bytes, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker SIGKILLed mid-write while others run: the next write of a live worker cuts the torn record off
+    (backup kept) instead of gluing its own onto it, and every process can still read the journal."""
+    good, trials = journal
+    path = tmp_path / "s.journal"
+    path.write_bytes(good)
+    study = optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}").storage)
+    with open(path, "ab") as f:  # the dying writer's half record
+        f.write(tail)
+    with caplog.at_level(logging.WARNING, logger="nas_meta.storage"):
+        study.set_user_attr("after", 1)
+    data = path.read_bytes()
+    assert data.startswith(good) and data.endswith(b"\n") and tail not in data[len(good):]
+    backups = list(tmp_path.glob("s.journal.torn-*.bak"))
+    assert len(backups) == 1 and backups[0].read_bytes() == tail
+    assert any(f"cut it off before writing; the bytes are in {backups[0].name}" in r.getMessage()
+               for r in caplog.records)
+    reread = optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}", read_only=True).storage)
+    assert _trials(reread) == trials and reread.user_attrs == {"after": 1}
+
+
+def test_a_journal_write_that_fails_midway_leaves_no_half_record(journal: tuple[bytes, Any], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the write fails after part of the record reached the file; the part is cut back off, so the
+    journal stays whole for every other worker, and the error reaches the writer."""
+    good, trials = journal
+    path = tmp_path / "s.journal"
+    path.write_bytes(good)
+    study = optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}").storage)
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        study.set_user_attr("lost", 1)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    study.set_user_attr("kept", 2)  # the journal takes the next write as usual
+    reread = optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}", read_only=True).storage)
+    assert _trials(reread) == trials and reread.user_attrs == {"kept": 2}
+
+
 @pytest.mark.parametrize(
     ("line", "bad"),
     [
@@ -494,3 +555,36 @@ def test_a_bad_heartbeat_setting_is_named(monkeypatch: pytest.MonkeyPatch, text:
         _env_seconds("NAS_META_HEARTBEAT_SECONDS", 10)
     assert str(info.value) == (f"NAS_META_HEARTBEAT_SECONDS={text!r} is not allowed: expected a whole number of "
                                "seconds in [1, 86400].")
+
+
+def test_a_journal_heartbeat_outlives_a_passing_write_fault_and_stops_once_the_trial_is_closed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk for one beat must not end the heartbeat for good (the live trial would then be failed as
+    stale); a trial closed by another worker ends it."""
+    from optuna.trial import TrialState
+
+    from nas_meta.storage import HEARTBEAT_ATTR, JournalHeartbeat
+
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}").storage
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    real, beats = storage.set_trial_system_attr, [0]
+
+    def flaky(trial_id: int, key: str, value: Any) -> None:
+        beats[0] += key == HEARTBEAT_ATTR
+        if key == HEARTBEAT_ATTR and beats[0] == 2:  # the thread's first beat
+            raise OSError(28, "No space left on device")
+        real(trial_id, key, value)
+
+    storage.set_trial_system_attr = flaky  # type: ignore[method-assign]
+    heartbeat = JournalHeartbeat(storage, trial._trial_id, interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="nas_meta.storage"), heartbeat:
+        first = storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]  # __enter__ beats at once
+        deadline_at = time.monotonic() + 10
+        while storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR] == first:
+            assert time.monotonic() < deadline_at, "the heartbeat stopped after one failed write"
+            time.sleep(0.02)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # closed by another worker
+        time.sleep(0.2)
+        assert heartbeat._thread.is_alive() is False
+    assert beats[0] >= 3 and "its heartbeat could not be written ([Errno 28] No space left on device)" in caplog.text

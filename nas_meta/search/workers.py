@@ -25,7 +25,7 @@ import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import StudySpec, check_arguments, path_or_none, whole
+from ..config import StudySpec, check_arguments, finite, path_or_none, whole
 from ..data import resolve_data_dir
 from ..errors import NasMetaError, StudyFinished, Terminated
 from ..runtime import check_interrupt, die_with_parent, resolve_device, tune_allocator
@@ -58,20 +58,23 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         values, state = result, TrialState.COMPLETE
     except optuna.TrialPruned:
         state = TrialState.PRUNED
+    except UpdateFinishedTrialError:  # (a RuntimeError too) another worker closed the trial while it ran
+        _dropped(trial)
+        return study._storage.get_trial(trial._trial_id)
     except CANDIDATE_FAILURES as err:
         if TrialAttr.STATUS not in trial.user_attrs:
-            trial.set_user_attr(TrialAttr.STATUS, "failed")
+            _note(trial, TrialAttr.STATUS, "failed")
         if TrialAttr.REASON not in trial.user_attrs:
-            trial.set_user_attr(TrialAttr.REASON, _error_text(err))
+            _note(trial, TrialAttr.REASON, _error_text(err))
         logger.warning("trial %d failed: %s", trial.number, err)
     except Exception as err:  # a bug: record it where the study shows it, then let it surface
-        trial.set_user_attr(TrialAttr.STATUS, "failed")
-        trial.set_user_attr(TrialAttr.REASON, _error_text(err))
+        _note(trial, TrialAttr.STATUS, "failed")
+        _note(trial, TrialAttr.REASON, _error_text(err))
         _tell(study, trial, None, TrialState.FAIL)
         raise
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: close the trial and queue it again, then leave
         signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
-        trial.set_user_attr(TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
+        _note(trial, TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
         if _tell(study, trial, None, TrialState.FAIL) is not None:
             requeue(study, trial)
         raise
@@ -85,12 +88,26 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
 
 def _tell(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialState) -> FrozenTrial | None:
     """``study.tell``; None when the trial was closed meanwhile by another worker (failed as stale)."""
+    if not study._storage.get_trial(trial._trial_id).state.is_finished():
+        try:
+            return study.tell(trial, values=values, state=state)
+        except UpdateFinishedTrialError:  # closed between the look and the tell
+            pass
+    _dropped(trial)
+    return None
+
+
+def _dropped(trial: optuna.Trial) -> None:
+    logger.warning("trial %d was closed by another worker while it ran (its heartbeat was late); its result is "
+                   "dropped and its re-run counts", trial.number)
+
+
+def _note(trial: optuna.Trial, key: str, value: Any) -> None:
+    """``trial.set_user_attr``; nothing once another worker closed the trial (the close says why)."""
     try:
-        return study.tell(trial, values=values, state=state)
+        trial.set_user_attr(key, value)
     except UpdateFinishedTrialError:
-        logger.warning("trial %d was closed by another worker while it ran (its heartbeat was late); its result "
-                       "is dropped and its re-run counts", trial.number)
-        return None
+        pass
 
 
 def _error_text(err: BaseException) -> str:
@@ -264,7 +281,7 @@ def search(
 
     Raises:
         ConfigError: the study file, its space, a baseline or an argument is invalid.
-        StudyFinished: the study already holds ``n_trials`` trials.
+        StudyFinished: the study already holds ``n_trials`` trials, none of them running.
     """
     _check_search_arguments(study_path, n_trials, timeout, workers, device, data, listener, overrides)
 
@@ -284,14 +301,15 @@ def search(
     optuna.storages.fail_stale_trials(study)  # a trial of a dead worker counts only once it has been re-queued
     fail_stale_trials(study, setup)
     existing = counted_trials(study)
-    if existing >= total:
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if existing >= total and not running:  # (a running trial may be a dead worker's, not yet past its grace)
         raise StudyFinished(
             f"study {setup.study_name!r} in {setup.storage.url} already holds {counted_trials(study)} trials "
             f"(n_trials={total}); pass a larger --n-trials to run more."
         )
     listener = listener or SearchListener()
     listener.started(existing, total)
-    if workers == 1:
+    if workers == 1 or existing >= total:  # full: one worker waits for the running trials (and runs their re-runs)
         run_worker(setup, n_trials=total, timeout=timeout, device=device, data=data, listener=listener, study=study)
     else:
         _run_worker_processes(setup, study, total, timeout, workers, device, data, force, listener)
@@ -305,7 +323,7 @@ def _check_search_arguments(study: object, n_trials: object, timeout: object, wo
     Raises:
         ConfigError: an argument of the wrong type or out of its range.
     """
-    seconds = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+    seconds = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and finite(timeout)
     check_arguments(
         (isinstance(study, (str, Path)), "study", study, "a study file path or a shipped study's name"),
         (n_trials is None or whole(n_trials, 1, 10**6), "n_trials", n_trials,

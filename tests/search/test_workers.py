@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -109,6 +110,43 @@ def test_an_interrupted_trial_is_closed_queued_again_and_the_interrupt_propagate
     rerun = run_trial(study, study.ask(), lambda t: t.suggest_float("x", 0.0, 1.0))
     assert rerun.number == 1 and rerun.params == {"x": 0.25} and rerun.value == 0.25  # the same parameters
     assert counted_trials(study) == 1
+
+
+def closed_by_another_worker(study: optuna.Study, trial: optuna.Trial) -> None:
+    """What ``fail_stale_trials`` of another worker does to a trial whose heartbeat looked late."""
+    study._storage.set_trial_user_attr(trial._trial_id, "reason", "stale (another worker)")
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+@pytest.mark.parametrize("when", ["before-return", "on-report", "then-fails", "then-bug", "then-interrupted"])
+def test_a_trial_closed_by_another_worker_while_it_ran_is_dropped_quietly(
+        when: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Its owner neither crashes on its next write nor overwrites the close: the result is dropped with a warning
+    (an interrupt or a bug still propagates, with no retry queued twice)."""
+    study = optuna.create_study()
+    errors = {"then-fails": RuntimeError("candidate failed"), "then-bug": KeyError("bug"),
+              "then-interrupted": Terminated()}
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        closed_by_another_worker(study, trial)
+        if when == "on-report":
+            trial.set_user_attr("status", "completed")  # the objective's next write
+        if when in errors:
+            raise errors[when]
+        return x
+
+    expected = type(errors[when]) if when in ("then-bug", "then-interrupted") else None
+    with caplog.at_level(logging.WARNING, logger="nas_meta.search.workers"):
+        if expected is None:
+            frozen = run_trial(study, study.ask(), objective)
+            assert frozen.state == TrialState.FAIL
+        else:
+            with pytest.raises(expected):
+                run_trial(study, study.ask(), objective)
+    (trial,) = study.trials  # no second close, no re-run queued by the owner: the closer queues it
+    assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == "stale (another worker)"
+    assert "trial 0 was closed by another worker while it ran" in caplog.text
 
 
 # -- which trials count towards n_trials ---------------------------------------------------------------
@@ -455,6 +493,32 @@ def test_search_reruns_the_last_trial_of_a_killed_worker_instead_of_saying_the_s
     assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == {"learner.inner_lr": lr}
     assert counted_trials(searched) == 2
     assert not searched.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+@pytest.mark.usefixtures("synthetic_data")
+def test_search_waits_out_the_grace_of_a_last_trial_whose_worker_may_still_live(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last trial RUNNING for a worker elsewhere (a SLURM job killed a moment ago, on another node), its heartbeat
+    still fresh: ``search`` neither says "the study is full" nor leaves it RUNNING, but waits, and once the
+    heartbeat is past its grace fails the trial, queues it again and runs the retry."""
+    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)
+    monkeypatch.setenv("NAS_META_HEARTBEAT_SECONDS", "1")
+    monkeypatch.setenv("NAS_META_HEARTBEAT_GRACE_SECONDS", "2")
+    study_path = write_tiny_study(tmp_path)
+    storage = f"journal:{tmp_path / 'tiny.journal'}"
+    study = open_study(prepare(study_path, storage=storage))
+    killed = study.ask()
+    lr = killed.suggest_float("learner.inner_lr", 0.1, 0.5)
+    killed.set_user_attr("worker", "another-node:4242")
+    study._storage.set_trial_system_attr(killed._trial_id, HEARTBEAT_ATTR, time.time())
+    assert counted_trials(study) == 1
+
+    searched = search(study_path, storage=storage, n_trials=1, device="cpu")  # no StudyFinished
+    trials = searched.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["reason"].startswith("worker another-node:4242 sent no heartbeat for ")
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == {"learner.inner_lr": lr}
+    assert counted_trials(searched) == 1
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
