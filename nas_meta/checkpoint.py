@@ -26,8 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig, dump_yaml, read_yaml, train_config_from_dict
 from .errors import CheckpointError, ConfigError
+from .learners import get_learner
 from .runtime import public_mode
-from .training import Record, Result
+from .training import Record, Result, RunMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ def check_learner_target(folder: str | Path, option: str = "--out") -> Path:
     Raises:
         ConfigError: ``folder`` is a file, holds other files, or cannot be created.
     """
+    try:
+        here, target = Path.cwd().resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError):  # no current folder, a loop of links: left to check_output_folder
+        pass
+    else:
+        if target == here or target in here.parents:  # saving renames the whole folder
+            raise ConfigError(f"{option} {str(folder)!r} is the current folder{'' if target == here else ' or holds it'}; "
+                              f"a learner is saved as a folder of its own: give one below it, such as {option} learner.")
     check_output_folder(Path(folder), LEARNER_OUTPUT, option)
     return Path(folder)
 
@@ -112,7 +121,7 @@ def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch
     The three files are written into a staging folder beside it, which then takes its place by renames, so a
     crash leaves either the old learner or the new one whole (other files in a replaced folder are moved over).
     """
-    folder = Path(folder)
+    given, folder = Path(folder), Path(os.path.abspath(folder))  # "runs/.." gets a name to stage beside (links stay)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
     try:
@@ -139,13 +148,60 @@ def save_learner(folder: str | Path, config: TrainConfig, state: dict[str, torch
             os.rename(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return given
+
+
+def _ended_run_in(folder: Path) -> str | None:
+    """The status of the learner saved in ``folder`` if its run ended by itself (completed, time budget,
+    diverged), else None: no learner there, an unreadable record, or a run that was interrupted too."""
+    try:
+        status = json.loads((folder / METRICS_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) and status != "interrupted" else None
 
 
 def save_result(folder: str | Path, result: Result) -> Result:
-    """Save the learner of a finished :func:`nas_meta.training.train_iter` run; the returned record names the folder."""
+    """Save the learner of a finished :func:`nas_meta.training.train_iter` run; the returned record names the folder.
+
+    An interrupted run never replaces a learner whose run ended by itself (a SLURM job preempted again after it
+    finished once): it is saved beside it, in ``FOLDER.interrupted``.
+    """
+    folder = Path(folder)
+    if result.metrics.status == "interrupted" and (kept := _ended_run_in(folder)) is not None:
+        logger.warning("%s holds a learner whose run ended (%s): the interrupted run is saved beside it instead",
+                       folder, kept)
+        folder = folder.with_name(folder.name + ".interrupted") if folder.name else folder / "interrupted"
     path = save_learner(folder, result.config, result.learner.state_dict(), result.metrics.to_dict())
     return dataclasses.replace(result, path=path)
+
+
+def finished_result(folder: str | Path, config: TrainConfig, device: torch.device) -> Result | None:
+    """The run of exactly ``config`` that ``folder`` holds, if it ended by itself (not interrupted), as a
+    :class:`~nas_meta.training.Result` on ``device``; else None (no learner, another config, a damaged folder).
+
+    A comparison or a finalize started again after an interrupt (a preempted SLURM job) takes its finished runs
+    from here instead of training them again.
+    """
+    folder = Path(folder)
+    if not (folder / METRICS_FILE).is_file():
+        return None
+    try:
+        saved, state, metrics = load_checkpoint(folder)
+    except (CheckpointError, ConfigError):
+        return None
+    if saved != config or metrics.get("status") in (None, "interrupted"):
+        return None
+    known = {f.name for f in dataclasses.fields(RunMetrics)}
+    try:
+        run = RunMetrics(**{**{k: v for k, v in metrics.items() if k in known},
+                            "dev_history": tuple(metrics.get("dev_history") or ())})
+        learner = get_learner(config, run.label_space)
+        learner.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError):  # an older or edited record, weights of another network: train again
+        return None
+    logger.info("%s: reusing its finished run (%s, %d meta-iterations)", folder, run.status, run.iterations)
+    return Result(config, learner.to(device), run, folder)
 
 
 def train_to_folder(records: Iterable[Record], folder: str | Path) -> Result:

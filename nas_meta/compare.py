@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checkpoint import OutputKind, atomic_write, check_output_folder, train_to_folder
+from .checkpoint import OutputKind, atomic_write, check_output_folder, finished_result, train_to_folder
 from .config import (
     MAX_ITERATIONS,
     PATH_OR_NONE,
@@ -100,8 +100,9 @@ def compare(
     for method, config in methods.items():
         for seed in range(seeds):
             run_config = dataclasses.replace(config, budget=budget, seed=seed)
-            result = train_to_folder(train_iter(run_config, device=device, workspace=workspace),
-                                     out / _slug(method) / f"seed-{seed}")  # an interrupt stops here
+            folder = out / _slug(method) / f"seed-{seed}"  # a finished run of an interrupted comparison is kept
+            result = finished_result(folder, run_config, torch_device) or train_to_folder(
+                train_iter(run_config, device=device, workspace=workspace), folder)  # an interrupt stops here
             scores = evaluate(result.learner, test, batch=run_config.evaluation.batch)
             per_episode[method].append(score.per_episode(scores))
             metrics = result.metrics
@@ -219,13 +220,11 @@ def _write(out: Path, table: pd.DataFrame, runs: pd.DataFrame, candidate: TrainC
     else:
         budget_text = f"{budget.iterations} meta-iterations or {budget.seconds:g} s, whichever came first"
     family = task.family_info
-    setting = family.setting(task.ways, task.shots)
     if family.regression:
         points = f"{task.query} query points per task"
     else:
         points = f"{task.query} query images per class"
-    if family.needs_data:
-        setting += f" {family.name.capitalize()} ({candidate.data.protocol} protocol)"
+    setting = task.described(candidate.data.protocol)
     setting = setting[0].upper() + setting[1:]
     what = "Accuracy" if score.percent else "Query MSE"
     lines = [

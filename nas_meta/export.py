@@ -22,7 +22,7 @@ from .checkpoint import OutputKind, atomic_write, check_output_folder
 from .config import check_arguments, dump_yaml
 from .errors import CheckpointError, ConfigError
 from .report import study_report_html
-from .runtime import public_mode
+from .runtime import check_interrupt, public_mode
 from .storage import StorageHandle, as_handle
 from .studies import StudyAttr, TrialAttr, existing_study, fetch_trial_learner, trial_config
 
@@ -170,6 +170,7 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
         written, table, best = _write_export(study, staging)
         if len(best) == 1 and _copy_best_learner(handle, study, best[0], staging / "best"):
             written.append("best")
+        check_interrupt()  # a Ctrl-C or SIGTERM so far leaves the earlier export as it was
         out.mkdir(exist_ok=True)
         for name in EXPORT_FILES:  # what this export does not write must not survive from an earlier one
             stale = out / name

@@ -22,8 +22,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import OutputKind, atomic_write, check_output_folder, train_to_folder
-from .compare import compare
+from .checkpoint import OutputKind, atomic_write, check_output_folder, finished_result, train_to_folder
+from .compare import check_compare_target, compare
 from .config import (  # argument checks
     MAX_ITERATIONS,
     PATH_OR_NONE,
@@ -32,6 +32,7 @@ from .config import (  # argument checks
     DataConfig,
     baseline_path,
     check_arguments,
+    finite,
     path_or_none,
     whole,
 )
@@ -102,7 +103,7 @@ def finalize(
     check_arguments(
         (isinstance(study_name, str), "study_name", study_name, "a study name (a string)"),
         (isinstance(budget_seconds, (int, float)) and not isinstance(budget_seconds, bool)
-         and math.isfinite(budget_seconds) and 0 < budget_seconds <= 10**9, "budget_seconds", budget_seconds,
+         and finite(budget_seconds) and 0 < budget_seconds <= 10**9, "budget_seconds", budget_seconds,
          "a number of seconds in (0, 10^9]"),
         (whole(top_k, 1, 1000), "top_k", top_k, "an integer in [1, 1000]"),
         (whole(seeds, 1, 1000), "seeds", seeds, "an integer in [1, 1000]"),
@@ -114,6 +115,7 @@ def finalize(
     )
     out = Path(out)
     check_finalize_target(out)
+    check_compare_target(out / "compare", ["candidate", *baselines])  # before the hours of retraining, not after
     study = existing_study(storage, study_name)
     trials = top_trials(study, top_k)
     configs = {t.number: trial_config(study, t) for t in trials}  # every config read before any training
@@ -131,10 +133,10 @@ def finalize(
         if source not in workspaces:
             workspaces[source] = load_workspace(config, data, torch_device)
         for seed in range(seeds):
-            result = train_to_folder(
-                train_iter(dataclasses.replace(config, budget=budget, seed=seed), device=device,
-                           workspace=workspaces[source]),  # an interrupt stops here
-                out / "candidates" / f"trial-{trial.number}" / f"seed-{seed}")
+            run_config = dataclasses.replace(config, budget=budget, seed=seed)
+            folder = out / "candidates" / f"trial-{trial.number}" / f"seed-{seed}"  # kept from an interrupted finalize
+            result = finished_result(folder, run_config, torch_device) or train_to_folder(
+                train_iter(run_config, device=device, workspace=workspaces[source]), folder)  # an interrupt stops here
             metrics = result.metrics
             row = {"trial": trial.number, "seed": seed, "search_dev_loss": trial.values[0],
                    "dev_loss": metrics.dev_loss if metrics.dev_loss is not None else math.nan,

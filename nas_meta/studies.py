@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import TrainConfig, clip, short, train_config_from_dict
 from .errors import CheckpointError, ConfigError
+from .runtime import default_cache_dir
 from .storage import (
     StorageHandle,
     artifact_store,
@@ -184,23 +185,40 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
                           "only completed trials keep their weights.")
     base = artifacts_dir(handle, study, artifacts)
     target = base / "learners" / f"trial-{frozen.number}"
-    if not (target / "weights.safetensors").exists():
-        with tempfile.TemporaryDirectory(dir=base) as tmp:
-            archive = Path(tmp) / "learner.zip"
-            try:
-                download_artifact(artifact_store=artifact_store(base), file_path=str(archive),
-                                  artifact_id=str(artifact_id))
-                unpacked = Path(tmp) / "learner"
-                with zipfile.ZipFile(archive) as z:
-                    z.extractall(unpacked)
-            except ArtifactNotFound:
-                raise CheckpointError(f"trial {frozen.number} of {study_name!r}: its learner {artifact_id} is missing "
-                                      f"from the artifact folder {base}.") from None
-            except (zipfile.BadZipFile, OSError, EOFError) as err:
-                raise CheckpointError(f"trial {frozen.number} of {study_name!r}: its saved learner in {base} is "
-                                      f"damaged ({clip(str(err), 100)}).") from None
+    if (target / "weights.safetensors").exists():
+        return target
+    nearest = next((p for p in (target.parent, *target.parent.parents) if p.exists()), base)
+    writable = os.access(nearest, os.W_OK)
+    if writable:
+        try:
             target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            writable = False
+    if not writable:  # a study shared read-only: its learners are unpacked into this user's cache instead
+        target = Path(default_cache_dir()) / "learners" / str(artifact_id)
+        if (target / "weights.safetensors").exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+    where = f"trial {frozen.number} of {study_name!r}"
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "learner.zip"
+        try:
+            download_artifact(artifact_store=artifact_store(base), file_path=str(archive),
+                              artifact_id=str(artifact_id))
+            unpacked = Path(tmp) / "learner"
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(unpacked)
+        except ArtifactNotFound:
+            raise CheckpointError(f"{where}: its learner {artifact_id} is missing from the artifact folder "
+                                  f"{base}.") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise CheckpointError(f"{where}: its saved learner in {base} is damaged ({clip(str(err), 100)}).") from None
+        try:
             os.replace(unpacked, target)
+        except OSError as err:  # another process unpacked it first (ENOTEMPTY): its copy serves
+            if not (target / "weights.safetensors").exists():
+                raise CheckpointError(f"{where}: its learner cannot be unpacked into {target} "
+                                      f"({err.strerror or err}).") from None
     return target
 
 

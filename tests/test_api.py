@@ -159,3 +159,43 @@ def test_compare_names_a_bad_argument(tmp_path: Path, kwargs: dict[str, Any], me
     with pytest.raises(ConfigError) as info:
         compare(TrainConfig(), tmp_path / "out", **kwargs)
     assert str(info.value) == message and not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_run_never_replaces_a_learner_whose_run_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A SLURM job that finished once, requeued and preempted again: the finished learner stays; the interrupted
+    one is saved beside it. An earlier interrupted learner is replaced as before."""
+    out = tmp_path / "learner"
+    finished = nas_meta.train(dataclasses.replace(CONFIG, budget=BudgetConfig(iterations=2)), out, device="cpu",
+                              workspace=synthetic_workspace())
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    config = dataclasses.replace(CONFIG, budget=BudgetConfig(iterations=5))
+    for attempt in range(2):
+        interrupt_at(monkeypatch, Terminated())
+        with caplog.at_level(logging.WARNING), pytest.raises(Terminated):
+            *_, result = train_iter(config, out, device="cpu", workspace=synthetic_workspace())
+        assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before  # untouched
+        beside = tmp_path / "learner.interrupted"
+        assert load_learner(beside).metrics["status"] == "interrupted"
+        assert sorted(os.listdir(tmp_path)) == ["learner", "learner.interrupted"]
+        assert any(r.getMessage() == f"{out} holds a learner whose run ended (completed): the interrupted run is "
+                   "saved beside it instead" for r in caplog.records)
+        assert f"is saved in {beside}" in caplog.text
+    assert finished.metrics.status == "completed"
+
+
+@pytest.mark.parametrize("out", [".", "./", "..", "sub/.."])
+def test_train_refuses_the_current_folder_or_one_holding_it_before_training(
+        out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A learner is saved by renaming its whole folder: the current folder cannot be one (it used to train to the
+    end, then fail with a traceback and lose the learner)."""
+    here = tmp_path / "work"
+    (here / "sub").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    with pytest.raises(ConfigError) as info:
+        nas_meta.train(CONFIG, out, device="cpu", workspace=synthetic_workspace())
+    which = "" if out in (".", "./", "sub/..") else " or holds it"
+    assert str(info.value) == (f"--out {out!r} is the current folder{which}; a learner is saved as a folder of its "
+                               "own: give one below it, such as --out learner.")
+    assert sorted(os.listdir(here)) == ["sub"]
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 
 from nas_meta.compare import check_compare_target, compare, paired_difference
-from nas_meta.config import MAX_ITERATIONS, BudgetConfig, TrainConfig
+from nas_meta.config import MAX_ITERATIONS, BudgetConfig, TrainConfig, train_config_from_dict
 from nas_meta.errors import ConfigError, DataError
 from tests.conftest import nas_meta_cli, snapshot
 
@@ -256,3 +258,32 @@ def test_a_tuned_baseline_is_named_by_its_file_not_as_paper_settings(tmp_path: P
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(table["method"]) == ["candidate (pretrain)", "maml-cpu (maml-cpu-20w1s.yaml)", "maml (paper settings)"]
     assert list(table["iterations"]) == [1, 1, 1]  # the tuned config meta-trained on its 5-way tasks, scored at 20 ways
+
+
+def test_a_comparison_run_again_after_an_interrupt_reuses_its_finished_runs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A preempted SLURM job requeued: each run that ended by itself, with the very config, is loaded and scored
+    again, not trained again; an interrupted run, or one of another config, is trained again."""
+    candidate = train_config_from_dict({
+        "name": "cand", "task": {"family": "sinusoid", "shots": 5, "query": 5}, "architecture": {"channels": 8},
+        "learner": {"strategy": "fomaml"}, "evaluation": {"dev_episodes": 4, "every": 100}})
+    out = tmp_path / "cmp"
+    options = {"baselines": ["maml"], "seeds": 2, "episodes": 8, "budget": BudgetConfig(iterations=3),
+               "device": "cpu"}
+    first = compare(candidate, out, **options)  # type: ignore[arg-type]
+    interrupted = out / "maml" / "seed-1" / "metrics.json"
+    record = json.loads(interrupted.read_text())
+    record["status"] = "interrupted"  # as a SIGTERM mid-run leaves it (the checksums cover weights and config only)
+    interrupted.write_text(json.dumps(record))
+    (out / "comparison.csv").unlink()
+    with caplog.at_level(logging.INFO, logger="nas_meta.checkpoint"):
+        again = compare(candidate, out, **options)  # type: ignore[arg-type]
+    reused = sorted(r.getMessage().split(":")[0] for r in caplog.records if "reusing its finished run" in r.getMessage())
+    assert reused == [str(out / "candidate" / "seed-0"), str(out / "candidate" / "seed-1"), str(out / "maml" / "seed-0")]
+    assert json.loads(interrupted.read_text())["status"] == "completed"  # trained again
+    scores = ["method", "test_mse", "test_mse_ci95", "seed_std", "iterations", "diff_vs_maml"]
+    pd.testing.assert_frame_equal(first[scores], again[scores])  # the same learners (seeded) on the same test tasks
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nas_meta.checkpoint"):
+        compare(candidate, out, **{**options, "budget": BudgetConfig(iterations=4)})  # type: ignore[arg-type]
+    assert "reusing" not in caplog.text  # another budget: another run

@@ -49,6 +49,18 @@ def test_out_must_be_new_empty_or_an_earlier_finalize(tmp_path: Path) -> None:
         check_finalize_target(earlier)
 
 
+def test_a_compare_folder_holding_other_files_is_refused_before_any_retraining(tmp_path: Path) -> None:
+    """(It used to be found by compare, after top_k x seeds runs at the full budget.)"""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study_with([0.4, 0.2], storage=storage)
+    (tmp_path / "out" / "compare").mkdir(parents=True)
+    (tmp_path / "out" / "compare" / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=r"holds files that are not a comparison \(notes.txt\)"):
+        finalize("s", storage, tmp_path / "out", budget_seconds=1e9)
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"budget_seconds": 0}, "budget_seconds=0 is not allowed: expected a number of seconds in (0, 10^9]."),
     ({"budget_seconds": float("nan")}, "budget_seconds=nan is not allowed"),

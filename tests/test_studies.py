@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from optuna.artifacts import upload_artifact
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
+import nas_meta.studies as studies_module
 from nas_meta.checkpoint import save_learner
 from nas_meta.config import dump_yaml
 from nas_meta.errors import ConfigError
@@ -29,6 +31,7 @@ from nas_meta.studies import (
     trial_config,
     trial_line,
 )
+from tests.conftest import snapshot
 from tests.learners.helpers import tiny_config
 
 STRATEGY = {"learner.strategy": CategoricalDistribution(["maml", "fomaml", "reptile"])}
@@ -197,6 +200,44 @@ def test_fetch_trial_learner_round_trip_through_the_artifact_store(tmp_path: Pat
     for artifact in [p for p in artifacts.iterdir() if p.is_file()]:
         artifact.unlink()
     assert fetch_trial_learner(url, "s", 1) == path  # unpacked once: later calls read the folder
+
+
+def test_fetch_trial_learner_from_a_read_only_study_unpacks_into_the_users_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study shared read-only (another user's artifacts): nothing is written there (it used to fail with a
+    PermissionError traceback); the learner is unpacked once into this user's cache."""
+    url, study, artifacts, state = study_with_saved_learner(tmp_path)
+    study.set_user_attr(StudyAttr.ARTIFACTS_DIR, str(artifacts))
+    monkeypatch.setenv("NAS_META_CACHE", str(tmp_path / "cache"))
+    real_access = os.access
+    monkeypatch.setattr(studies_module.os, "access",
+                        lambda path, mode: False if str(path).startswith(str(artifacts)) else real_access(path, mode))
+    before = snapshot(artifacts)
+    path = fetch_trial_learner(url, "s")
+    assert path.parent == tmp_path / "cache" / "learners"
+    loaded = load_learner_folder(path).learner.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert snapshot(artifacts) == before
+    assert fetch_trial_learner(url, "s") == path and sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_two_processes_unpacking_one_learner_both_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ``load_learner`` of one trial at once (a SLURM array): the second's rename meets the first's folder
+    (ENOTEMPTY); it uses that one instead of failing."""
+    url, study, artifacts, state = study_with_saved_learner(tmp_path)
+    study.set_user_attr(StudyAttr.ARTIFACTS_DIR, str(artifacts))
+    real_replace = os.replace
+
+    def first_one_wins(src: str, dst: str) -> None:
+        real_replace(src, dst)  # the other process's copy lands first ...
+        shutil.copytree(dst, src)
+        real_replace(src, dst)  # ... then this one's rename fails: the folder is not empty
+
+    monkeypatch.setattr(studies_module.os, "replace", first_one_wins)
+    path = fetch_trial_learner(url, "s")
+    monkeypatch.undo()
+    loaded = load_learner_folder(path).learner.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
 
 
 def test_fetch_trial_learner_from_a_given_artifact_folder(tmp_path: Path) -> None:
