@@ -160,10 +160,7 @@ def _studies(args: argparse.Namespace) -> int:
     print("shipped studies (nas-meta search NAME):")
     for name, path in shipped_studies().items():
         spec = load_study_spec(path)
-        family = spec.task.family_info
-        task = family.setting(spec.task.ways, spec.task.shots) + (
-            f", {spec.data.protocol} protocol" if family.needs_data else "")
-        print(f"  {name:<16} {task}, space {spec.search_space.rsplit('/', 1)[-1].removesuffix('.yaml')}, "
+        print(f"  {name:<16} {spec.task.described(spec.data.protocol)}, space {spec.search_space.rsplit('/', 1)[-1].removesuffix('.yaml')}, "
               f"{spec.n_trials} trials")
     print("shipped search spaces:")
     for name, path in shipped_spaces().items():
@@ -256,7 +253,11 @@ def _number(kind: type, low: float, high: float | None = None, *, low_open: bool
             value: int | float = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {rule}.") from None
-        if not math.isfinite(value) or (value <= low if low_open else value < low) or (high is not None and value > high):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond any float (10**400): out of every range
+            finite = False
+        if not finite or (value <= low if low_open else value < low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {rule}.")
         return value
 
@@ -488,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .errors import NasMetaError, Terminated
-    from .runtime import configure_logging, defer_signals, raise_signals
+    from .runtime import check_interrupt, configure_logging, defer_signals, raise_signals
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -500,7 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         defer_signals()  # the work stops at its next safe point, the running trial closed and queued again
     try:
         with logging_redirect_tqdm(loggers=[logging.getLogger("nas_meta")]):  # log lines never land inside a bar
-            return int(args.func(args))
+            code = int(args.func(args))
+        check_interrupt()  # a signal a command never polled for (it finished first) still ends with its status
+        return code
     except NasMetaError as err:  # the user's to fix: one line; anything else is a bug and shows its traceback
         print(f"nas-meta: error: {err}", file=sys.stderr)
         return 2

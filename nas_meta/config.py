@@ -129,6 +129,7 @@ MAX_CELL_NODES = 4
 CELL_FIELDS = ("normal_ops", "normal_inputs", "reduce_ops", "reduce_inputs")  # searched one element at a time
 LearnerHead = Literal["fixed", "zero", "shared"]
 ANY_WAY_HEADS = ("maml", "fomaml")  # the strategies whose head can be zero or shared (pretrain, random: always zero)
+NEW_HEAD_STRATEGIES = ("pretrain", "random")  # the strategies that always fit a zero head at adaptation
 InitScheme = Literal["kaiming", "xavier", "orthogonal"]
 InnerOptimizer = Literal["sgd", "adam"]
 InnerState = Literal["fresh", "carried"]
@@ -196,6 +197,16 @@ class TaskConfig:
     def family_info(self) -> Family:
         """The task family's entry in :data:`FAMILIES`."""
         return FAMILIES[self.family]
+
+    def described(self, protocol: str) -> str:
+        """The task setting in words, as every listing and report names it: "5-way 1-shot Omniglot (maml protocol)",
+        "20-way 1-shot Omniglot (lake protocol, within one alphabet)", "sinusoid regression, 10-shot"."""
+        family = self.family_info
+        text = family.setting(self.ways, self.shots)
+        if family.needs_data:
+            where = ", within one alphabet" if self.within_alphabet else ""
+            text += f" {family.name.capitalize()} ({protocol} protocol{where})"
+        return text
 
     def split_ways(self, split: str) -> tuple[str, int]:
         """The field that sets the ways of ``split``'s episodes, and its value."""
@@ -335,6 +346,17 @@ class LearnerConfig:
         _check(1 <= self.meta_batch <= 10_000, "learner.meta_batch", self.meta_batch, "an integer in [1, 10000]")
         _check(0 < self.meta_step <= 1, "learner.meta_step", self.meta_step, "a number in (0, 1]")
 
+    @property
+    def adaptation_head(self) -> LearnerHead:
+        """The head adaptation starts from: ``fixed`` (meta-learned at the training ways), ``zero`` or ``shared``.
+        Pre-training and random init always start from a zero head."""
+        return "zero" if self.strategy in NEW_HEAD_STRATEGIES else self.head
+
+    @property
+    def adapts_to_any_ways(self) -> bool:
+        """Whether the learner adapts to tasks of any number of ways (else to its training ways only)."""
+        return self.adaptation_head != "fixed"
+
 
 MAX_ITERATIONS = 10**9  # the largest iteration cap: a budget at it is, in effect, its seconds alone
 
@@ -409,8 +431,7 @@ class TrainConfig(RunSections):
         if self.task.within_alphabet:  # (the plain ways limit is the workspace's: tests train on small fake splits)
             check_task_fits_protocol(self.task, self.data.protocol)
         if self.task.train_ways not in (None, self.task.ways):
-            any_ways = self.learner.strategy in ("pretrain", "random") or self.learner.head != "fixed"
-            _check(any_ways, "task.train_ways", self.task.train_ways,
+            _check(self.learner.adapts_to_any_ways, "task.train_ways", self.task.train_ways,
                    f"unset or task.ways={self.task.ways} for strategy {self.learner.strategy!r} with learner.head "
                    f"{self.learner.head!r}, which adapts to its training ways only (learner.head: zero or shared for "
                    f"{list(ANY_WAY_HEADS)} adapts to any)")
@@ -495,11 +516,18 @@ def from_dict(cls: type[T], data: object, where: str = "") -> T:
         raise ConfigError(message if not where or message.startswith(where) else f"{prefix}{message}") from None
 
 
+def finite(number: float) -> bool:
+    """Whether ``number`` is a finite float, or an int that a float can hold (``10**400`` is neither)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 _SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
     bool: (lambda v: isinstance(v, bool), "must be true or false"),
     int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer"),
-    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-            "must be a finite number"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and finite(v), "must be a finite number"),
     str: (lambda v: isinstance(v, str), "must be a string"),
 }
 
@@ -778,6 +806,15 @@ SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2"]
 PrunerName = Literal["median", "hyperband", "wilcoxon", "none"]
 Objective = Literal["dev_loss", "parameters", "latency"]
 SEARCHABLE_SECTIONS = ("architecture", "learner")
+# the shape of meta-training episodes may be searched; the dev and test episodes' (task.ways, shots, query) may not:
+# they define the objective, which must mean the same for every trial
+SEARCHABLE_TASK_FIELDS = ("task.train_ways", "task.train_shots")
+
+
+def searchable_fields() -> list[str]:
+    """The dotted fields a search space may search (a cell's lists aside: those are searched one element at a time)."""
+    return [f"{s}.{f.name}" for s in SEARCHABLE_SECTIONS for f in dataclasses.fields(_SECTION_TYPES[s])
+            if f.name not in CELL_FIELDS] + list(SEARCHABLE_TASK_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -801,8 +838,7 @@ class ParamSpec:
 
     def __post_init__(self) -> None:
         field_name, index = split_indexed(self.name)
-        allowed = [f"{s}.{f.name}" for s in SEARCHABLE_SECTIONS for f in dataclasses.fields(_SECTION_TYPES[s])
-                   if f.name not in CELL_FIELDS]  # a cell's lists are searched one element at a time
+        allowed = searchable_fields()
         indexed = [f"architecture.{f}" for f in CELL_FIELDS]
         _check(field_name in allowed if index is None else field_name in indexed, "name", self.name,
                f"one of {allowed}, or one element of a cell: {[f'{n}.N' for n in indexed]} (N from 0)")
@@ -904,6 +940,10 @@ class SearchSpace:
         _check(len(self.parameters) > 0, "parameters", list(self.parameters), "at least one parameter to search")
         bad_keys = [k for k in (self.fixed or {}) if not isinstance(k, str)]
         _check(not bad_keys, "fixed", bad_keys, "dotted field names such as learner.meta_batch")
+        for i, p in enumerate(self.parameters):  # the shape of every condition first: the checks below rely on it
+            for cond, values in (p.when or {}).items():
+                _check(isinstance(values, list) and len(values) > 0, f"parameters[{i}].when.{cond}", values,
+                       "a non-empty list of values")
         for i, p in enumerate(self.parameters):  # one name may hold several ranges, for exclusive conditions
             for q in self.parameters[:i]:
                 if q.key == p.key and not _exclusive(p, q):
@@ -927,8 +967,6 @@ class SearchSpace:
             for cond, values in (p.when or {}).items():
                 _check(cond in seen, f"parameters[{i}].when", cond,
                        f"a parameter declared before {p.key!r}: one of {sorted(seen)}")
-                _check(isinstance(values, list) and len(values) > 0, f"parameters[{i}].when.{cond}", values,
-                       "a non-empty list of values")
                 ref = seen[cond]
                 if ref.type == "categorical":
                     bad = [v for v in values if v not in (ref.choices or ())]

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ConfigError, DataError
-from .runtime import default_cache_dir, public_mode
+from .runtime import default_cache_dir, home_expanded, public_mode
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ _PREPROCESS_VERSION = 2  # 2: caches carry a checksum
 DRAWING_PIXELS = (105, 105)  # every official Omniglot PNG
 MAX_MEMBER_BYTES = 1 << 20  # an official PNG is about 1-2 kB; anything this large is not a drawing (zip bomb guard)
 MAX_MEMBERS = 50_000  # the official zips hold 19,280 and 13,180 drawings
-_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-                  RuntimeError, Image.DecompressionBombError)  # RuntimeError: an encrypted member
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, SyntaxError, NotImplementedError,
+                  RuntimeError, Image.DecompressionBombError)  # RuntimeError: an encrypted member; SyntaxError: PIL's broken PNG chunk
 _CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 _PNG_PATH = re.compile(r"^(images_background|images_evaluation)/([^/]+)/(character\d\d)/(\d{4})_(\d\d)\.png$")
 
@@ -76,8 +76,12 @@ def resolve_data_dir(data: str | Path | None = None, *, download: bool = True) -
     """
     given = data if data is not None else os.environ.get("NAS_META_DATA") or None
     if given is not None:
-        folder = Path(given).expanduser()
         source = "--data" if data is not None else "NAS_META_DATA"
+        expanded = home_expanded(given)
+        if expanded is None:
+            raise DataError(f"{source}={str(given)!r}: {str(given).split('/')[0]!r} is the home of no user on this "
+                            "machine.")
+        folder = expanded
         if not folder.is_dir():
             raise DataError(f"{source}={str(given)!r} is not a folder; it must hold {_zip_list()}.")
         missing = [f"{n}.zip" for n in ZIP_NAMES if not (folder / f"{n}.zip").is_file()]
@@ -119,12 +123,16 @@ def download_zip(
     """
     url = url or DOWNLOAD_URLS[name]
     md5 = md5 or DOWNLOAD_MD5[name]
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.zip"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    except OSError as err:
+        raise DataError(f"cannot download Omniglot into {folder}: {err.strerror or err}; set NAS_META_CACHE to a "
+                        "writable folder, or give --data a folder that holds the zips.") from None
+    os.chmod(tmp, public_mode())
     logger.info("downloading %s to %s", url, target)
     digest = hashlib.md5()
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    os.chmod(tmp, public_mode())
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
@@ -239,9 +247,12 @@ def _read_zip(path: Path, name: str) -> dict[tuple[str, str], list[tuple[int, st
 def _content_key(folder: Path) -> str:
     digest = hashlib.sha256(f"v{_PREPROCESS_VERSION}".encode())
     for name in ZIP_NAMES:
-        with open(folder / f"{name}.zip", "rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
+        try:
+            with open(folder / f"{name}.zip", "rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+        except OSError as err:
+            raise DataError(f"{folder / f'{name}.zip'} cannot be read: {err.strerror or err}.") from None
     return digest.hexdigest()[:20]
 
 

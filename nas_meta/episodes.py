@@ -180,10 +180,18 @@ class EpisodeSampler:
 
     def fixed(self, episodes: int, seed: int) -> FixedEpisodes:
         """The fixed episode set for this split, task shape and ``seed``: identical for every learner."""
+        keys = episodes * len(self.classes)  # drawn at once, then sorted: about 16 bytes each
+        if keys > MAX_FIXED_KEYS:
+            raise ConfigError(f"{episodes:,} fixed episodes of the {self.split} ({len(self.classes):,} classes) would "
+                              f"take {16 * keys / 2**30:.0f} GiB to draw; use at most "
+                              f"{MAX_FIXED_KEYS // len(self.classes):,} episodes.")
         within = "|within-alphabet" if self.within_alphabet else ""  # the sets of earlier studies stay as they were
         key = f"{self.split}|{self.ways}|{self.shots}|{self.query}|{seed}{within}".encode()
         generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
         return FixedEpisodes(self, self.sample_index(generator, episodes, full_sort=True))
+
+
+MAX_FIXED_KEYS = 2**27  # episodes x classes of one fixed set: 2 GiB of keys and their order at most
 
 
 class TaskIndex(Protocol):

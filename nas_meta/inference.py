@@ -27,11 +27,21 @@ RAW_SIDE = 105  # the official drawings are 105x105 pixels
 MIN_SIDE = 8
 
 
+def _tensor_array(tensor: Tensor, name: str) -> np.ndarray:
+    """A tensor as a numpy array on the CPU; floats numpy has no type for (bfloat16, float8) become float32."""
+    tensor = tensor.detach().cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:  # "Got unsupported ScalarType BFloat16"
+        if tensor.is_floating_point():
+            return tensor.float().numpy()
+        raise TypeError(f"{name} holds {str(tensor.dtype).removeprefix('torch.')} values: give real numbers.") from None
+
+
 def _as_array(images: Any, name: str) -> np.ndarray:
     """``images`` as one numpy array: a tensor, an array, a PIL image, or a non-empty sequence of equal-shaped ones."""
     if isinstance(images, Tensor):
-        array: np.ndarray = images.detach().cpu().numpy()
-        return array
+        return _tensor_array(images, name)
     if isinstance(images, np.ndarray):
         return images
     if isinstance(images, Image.Image):
@@ -45,7 +55,7 @@ def _as_array(images: Any, name: str) -> np.ndarray:
         return one
     if len(images) == 0:
         raise ValueError(f"{name} is empty: give at least one image.")
-    arrays = [i.detach().cpu().numpy() if isinstance(i, Tensor) else _pil_array(i) if isinstance(i, Image.Image)
+    arrays = [_tensor_array(i, name) if isinstance(i, Tensor) else _pil_array(i) if isinstance(i, Image.Image)
               else np.asarray(i) for i in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -205,7 +215,7 @@ class TrainedLearner:
         x = self.prepare(images, name="images")
         if isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__len__"):
             raise TypeError(f"labels must be a sequence with one label per image, not {type(labels).__name__}.")
-        label_array = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        label_array = _tensor_array(labels, "labels") if isinstance(labels, Tensor) else np.asarray(labels)
         if label_array.ndim != 1:
             raise ValueError(f"labels must be one-dimensional (one per image), but got shape {label_array.shape}.")
         if len(label_array) != len(x):
@@ -273,7 +283,7 @@ def _points(values: Any, name: str, device: torch.device) -> Tensor:
     """``values`` as a ``(n, 1)`` float32 tensor on ``device``: one-dimensional, finite, real, not empty."""
     if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
         raise TypeError(f"{name} must be a sequence of numbers, not {type(values).__name__}.")
-    array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    array = _tensor_array(values, name) if isinstance(values, Tensor) else np.asarray(values)
     if array.dtype.kind not in "iuf" or array.dtype.kind == "b":
         raise TypeError(f"{name} must hold real numbers, but holds {array.dtype} values.")
     if array.ndim != 1:
@@ -438,7 +448,7 @@ def read_support_folder(folder: str | Path) -> tuple[list[np.ndarray], list[str]
                     if image.size[0] * image.size[1] > 4096 * 4096:
                         raise ValueError(f"it is {image.size[0]}x{image.size[1]} pixels")
                     gray = np.asarray(image.convert("L"))  # bilevel (Omniglot) and gray images alike: 0..255
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # SyntaxError: a broken PNG chunk
                 raise ConfigError(f"--support: {path} cannot be read as an image ({clip(str(err), 100)}).") from None
             if gray.shape[0] != gray.shape[1] or (size is not None and gray.shape != size):
                 expected = f"like the others, {size[1]}x{size[0]}" if size is not None else "square"

@@ -171,6 +171,17 @@ def test_a_number_out_of_range_is_refused_naming_the_option_value_and_range(
         assert parse_error([*MINIMAL[sub], option, value], capsys)[-1] == lines[-1]
 
 
+@pytest.mark.parametrize(("sub", "option", "rule"), [
+    *[(sub, option, f"an integer >= {low} and <= {high}") for sub, option, low, high in INTEGERS],
+    *[(sub, option, "a number > 0 and <= 1e+09") for sub, option in SECONDS]])
+def test_a_number_beyond_any_float_is_refused_like_any_out_of_range_one(
+        sub: str, option: str, rule: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """400 digits: an int Python holds but no float does (it used to escape as an OverflowError traceback)."""
+    huge = "1" + "0" * 400
+    lines = parse_error([*MINIMAL[sub], f"{option}={huge}"], capsys)
+    assert lines == [f"nas-meta {sub}: error: argument {option}: {huge[:37] + '...'!r} is not allowed: expected {rule}."]
+
+
 def test_minus_inf_after_a_space_is_refused_with_the_range(capsys: pytest.CaptureFixture[str]) -> None:
     lines = parse_error(["search", "s.yaml", "--timeout", "-inf"], capsys)
     assert lines[-1] == ("nas-meta search: error: argument --timeout: '-inf' is not allowed: expected a number > 0 and "

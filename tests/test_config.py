@@ -121,6 +121,31 @@ def test_meta_training_episodes_may_take_another_shape(tmp_path: Path, text: str
                                                                                                  None, None)
 
 
+@pytest.mark.parametrize("text", ["learner: {inner_lr: 1%s}", "budget: {seconds: 1%s}", "learner: {meta_step: -1%s}"])
+def test_a_number_beyond_any_float_is_refused_as_not_finite(tmp_path: Path, text: str) -> None:
+    """An int of 400 digits in a float field (it used to escape as an OverflowError traceback)."""
+    path = write(tmp_path, text % ("0" * 400))
+    with pytest.raises(ConfigError, match=r"=-?1000.* must be a finite number\.$"):
+        load_train_config(path)
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        load_train_config(write(tmp_path, "{}"), [text.split(":")[0] + "." + text.split("{")[1].split(":")[0] + "=1"
+                                                  + "0" * 400])
+
+
+def test_a_repeated_parameter_whose_condition_is_not_a_list_is_refused_by_name(tmp_path: Path) -> None:
+    """(It used to fail inside the exclusivity check: a TypeError for a number, letters compared for a string.)"""
+    for value, shown in (("2", "2"), ("maml", "'maml'"), ("null", "None")):
+        text = ("name: s\nparameters:\n  - {name: learner.strategy, type: categorical, choices: [maml, reptile]}\n"
+                f"  - {{name: learner.inner_lr, type: float, low: 0.1, high: 1, when: {{learner.strategy: {value}}}}}\n"
+                "  - {name: learner.inner_lr, type: float, low: 0.001, high: 0.01, "
+                "when: {learner.strategy: reptile}}\n")
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            load_search_space(path)
+        assert str(info.value).endswith(f"parameters[1].when.learner.strategy={shown} is not allowed: expected a "
+                                        "non-empty list of values.")
+
+
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_train_config(write(tmp_path, "task: {ways: [}"))
@@ -535,7 +560,8 @@ HOSTILE_SPACE = [
            "'architecture.activation', 'architecture.head', 'architecture.kind', 'architecture.cell_nodes', "
            "'learner.strategy', 'learner.inner_lr', "
            "'learner.train_steps', 'learner.test_steps', 'learner.outer_lr', 'learner.meta_batch', "
-           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head', 'learner.inner_state', 'learner.inner_batch'], or one element of a "
+           "'learner.inner_optimizer', 'learner.meta_step', 'learner.init', 'learner.head', 'learner.inner_state', 'learner.inner_batch', "
+           "'task.train_ways', 'task.train_shots'], or one element of a "
            "cell: ['architecture.normal_ops.N', 'architecture.normal_inputs.N', 'architecture.reduce_ops.N', "
            "'architecture.reduce_inputs.N'] (N from 0).", "name-not-searchable"),
     _param("name: s\nparameters: [{name: learner.strategy, type: categorical, choices: [maml]}]\n"

@@ -213,6 +213,16 @@ def drawing_png(seed: int, size: tuple[int, int] = (105, 105), mode: str = "1") 
     return buffer.getvalue()
 
 
+def png_broken_chunk() -> bytes:
+    """A drawing whose image data chunk claims half its length: PIL then reads a chunk header from compressed data
+    (it raises SyntaxError, not OSError)."""
+    data = bytearray(drawing_png(1))
+    at = data.find(b"IDAT") - 4
+    length = struct.unpack(">I", data[at:at + 4])[0]
+    data[at:at + 4] = struct.pack(">I", length // 2)
+    return bytes(data)
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels, with almost no data behind it."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -328,6 +338,7 @@ def test_a_corrupted_member_is_named_with_its_zip(small: Path, compression: int,
         pytest.param(b"hello, not a png", r"it is not a PNG image", id="not-a-png"),
         pytest.param(b"", r"it is not a PNG image", id="empty-member"),
         pytest.param(drawing_png(1)[:120], re.escape("image file is truncated"), id="truncated-png"),
+        pytest.param(png_broken_chunk(), r"broken PNG file.*", id="png-with-a-broken-chunk"),  # PIL's SyntaxError
     ],
 )
 def test_a_member_that_is_no_drawing_is_named(small: Path, payload: bytes, reason: str) -> None:
@@ -464,6 +475,21 @@ def test_a_zip_that_is_a_folder_or_a_data_folder_that_is_a_file(small: Path) -> 
         data.load_omniglot(not_a_folder)
     assert str(info.value) == (f"--data={str(not_a_folder)!r} is not a folder; it must hold images_background.zip and "
                                "images_evaluation.zip.")
+
+
+def test_a_data_folder_in_the_home_of_no_user_is_refused_by_name() -> None:
+    with pytest.raises(DataError) as info:
+        data.load_omniglot("~no-such-user-nas-meta/omniglot")
+    assert str(info.value) == ("--data='~no-such-user-nas-meta/omniglot': '~no-such-user-nas-meta' is the home of no "
+                               "user on this machine.")
+
+
+def test_a_download_into_a_folder_that_cannot_be_made_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = Path("/proc/nas-meta-test/omniglot")  # /proc takes no new folder, not even root's
+    with pytest.raises(DataError) as info:
+        data.download_zip("images_background", folder, url=(tmp_path / "never-read.zip").as_uri())
+    assert str(info.value).startswith(f"cannot download Omniglot into {folder}: ")
+    assert "set NAS_META_CACHE to a writable folder" in str(info.value)
 
 
 # -- a damaged decoded cache is detected, logged and rebuilt ------------------------------------------------------

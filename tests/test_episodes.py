@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nas_meta.data import ClassSet
+import nas_meta.episodes as episodes_module
 from nas_meta.episodes import EpisodeSampler
 from nas_meta.errors import ConfigError
 
@@ -63,6 +64,20 @@ def test_labels_are_a_fresh_permutation_per_task() -> None:
     index = sampler.sample_index(torch.Generator().manual_seed(0), 100)
     orders = {tuple(index.classes[t].tolist()) for t in range(100)}
     assert len(orders) > 50  # the same 5 classes get different labels in different tasks
+
+
+def test_a_fixed_set_too_large_to_draw_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--episodes 1000000`` on a split of 1,692 classes: 27 GB of keys and their order, once an out-of-memory
+    error or a killed process; now a message with the largest count that fits."""
+    assert episodes_module.MAX_FIXED_KEYS // 1692 >= 10_000  # the real cap leaves room for any real test set
+    monkeypatch.setattr(episodes_module, "MAX_FIXED_KEYS", CHARS * 100)  # the same rule, at this test's scale
+    sampler = EpisodeSampler(coded_images(), ClassSet(np.arange(CHARS), np.zeros(CHARS, dtype=np.int64), True), 5, 1, 2,
+                             split="test split")
+    assert len(sampler.fixed(100, seed=0)) == 100
+    with pytest.raises(ConfigError) as info:
+        sampler.fixed(101, seed=0)
+    assert str(info.value) == ("101 fixed episodes of the test split (30 classes) would take 0 GiB to draw; use at "
+                               "most 100 episodes.")
 
 
 def test_fixed_sets_are_deterministic_and_seeded() -> None:

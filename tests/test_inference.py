@@ -440,3 +440,26 @@ def test_a_support_folder_names_empty_classes_and_odd_sizes(tmp_path: Path) -> N
     _png(tmp_path / "s" / "b" / "1.png", (105, 105), mode="L")  # gray and bilevel PNGs mix: both read as 8-bit gray
     images, labels = read_support_folder(tmp_path / "s")
     assert [i.dtype for i in images] == [np.uint8, np.uint8] and labels == ["a", "b"]
+
+
+def test_a_support_png_with_a_broken_chunk_is_named(tmp_path: Path) -> None:
+    """PIL reports a broken chunk as a SyntaxError, which used to escape as a traceback."""
+    from nas_meta.inference import read_support_folder
+    from tests.test_data import png_broken_chunk
+
+    _png(tmp_path / "s" / "a" / "1.png")
+    (tmp_path / "s" / "b").mkdir()
+    (tmp_path / "s" / "b" / "1.png").write_bytes(png_broken_chunk())
+    with pytest.raises(ConfigError, match=re.escape(f"--support: {tmp_path / 's' / 'b' / '1.png'} cannot be read as "
+                                                    "an image (broken PNG file")):
+        read_support_folder(tmp_path / "s")
+
+
+def test_bfloat16_images_and_points_are_taken_as_the_floats_they_are(trained_tiny: TrainedLearner) -> None:
+    """numpy has no bfloat16: such tensors used to fail inside ``.numpy()`` with torch's own TypeError."""
+    clf = trained_tiny.adapt(support_set().bfloat16(), torch.tensor([0, 0, 1, 1, 2, 2], dtype=torch.bfloat16),
+                             steps=0)
+    query = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)).bfloat16()
+    assert torch.equal(torch.as_tensor(clf.predict_proba(query)), torch.as_tensor(clf.predict_proba(query.float())))
+    with pytest.raises(TypeError, match=r"^images have dtype complex64"):
+        clf.predict(torch.zeros(2, 1, 8, 8, dtype=torch.complex64))

@@ -285,4 +285,4 @@ def test_the_studies_listing_names_the_family_not_a_protocol(capsys: pytest.Capt
     assert main(["studies"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     assert "sinusoid regression, 10-shot, space sinusoid, 6 trials" in lines["sinusoid-smoke"]
-    assert "5-way 1-shot, maml protocol, space lr-init, 6 trials" in lines["smoke"]
+    assert "5-way 1-shot Omniglot (maml protocol), space lr-init, 6 trials" in lines["smoke"]

@@ -23,11 +23,12 @@ from ..runtime import cuda_graphs_enabled
 class BaseLearner(nn.Module, abc.ABC):
     """Shared shell: the network, the inner loop's settings, adaptation and query scoring.
 
-    Subclasses set ``head_is_meta_learned`` (False: a zero-initialised head of any width is fitted at
-    adaptation, as for pre-training and random init) and implement :meth:`meta_step`.
+    Subclasses implement :meth:`meta_step`; the head adaptation starts from is ``learner.adaptation_head``.
+    ``trains_label_space_head``: the network's own head spans every training label (pre-training's classifier),
+    not the training ways.
     """
 
-    head_is_meta_learned = True
+    trains_label_space_head = False
     trains = True
     chunk_tasks: int | None = None  # tasks per pass of a meta-step; None: chosen by tasks_per_chunk
     captures_meta_step = False  # True: meta_step may be replayed from a CUDA graph on a GPU (uses_cuda_graphs)
@@ -37,7 +38,7 @@ class BaseLearner(nn.Module, abc.ABC):
         super().__init__()
         self.config = config
         self.train_ways = config.task.training_task().ways
-        out = label_space if not self.head_is_meta_learned and self.trains else self.train_ways
+        out = label_space if self.trains_label_space_head else self.train_ways
         self.network = build_network(config.architecture, out, *config.network_input())
         self._templates: dict[int, nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
@@ -72,7 +73,7 @@ class BaseLearner(nn.Module, abc.ABC):
     @property
     def head_mode(self) -> str:
         """``fixed`` (a meta-learned head of the training ways), ``zero`` or ``shared`` (any ways)."""
-        return "fixed" if self.head_is_meta_learned else "zero"
+        return self.config.learner.adaptation_head
 
     def template(self, ways: int) -> nn.Module:
         """The module used as a function for ``ways``-way adaptation."""
@@ -81,7 +82,8 @@ class BaseLearner(nn.Module, abc.ABC):
                 raise ConfigError(
                     f"ways={ways}: this {self.config.learner.strategy} learner meta-learned a "
                     f"{self.train_ways}-way head, so it adapts to {self.train_ways}-way tasks only "
-                    "(pretrain and random learners fit a new head for any number of ways)."
+                    "(learner.head: zero or shared for maml and fomaml, and pretrain and random learners, adapt to "
+                    "any number of ways)."
                 )
             return self.network
         if ways not in self._templates:

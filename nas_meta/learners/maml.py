@@ -35,22 +35,17 @@ class MAML(BaseLearner):
         super().__init__(config, label_space)
         self.first_order = first_order
         self._step: Callable[[Episode], tuple[Tensor, ...]] | None = None  # step_sums, or its CUDA-graph replay
-        self._head_mode = config.learner.head
         head = self.network.get_submodule("head")
         assert isinstance(head, nn.Linear)
-        if self._head_mode != "fixed":  # the network's own head is never used: every task starts from starting_head
+        if self.head_mode != "fixed":  # the network's own head is never used: every task starts from starting_head
             head.requires_grad_(False)
-        if self._head_mode == "shared":
+        if self.head_mode == "shared":
             self.shared_head_weight = nn.Parameter(torch.zeros(1, head.in_features))
             self.shared_head_bias = nn.Parameter(torch.zeros(1))
 
-    @property
-    def head_mode(self) -> str:
-        return self._head_mode
-
     def init_params(self, generator: torch.Generator) -> None:
         super().init_params(generator)
-        if self._head_mode == "shared":  # the default linear initialization of one row
+        if self.head_mode == "shared":  # the default linear initialization of one row
             bound = 1.0 / math.sqrt(self.shared_head_weight.shape[1])
             with torch.no_grad():
                 self.shared_head_weight.copy_(torch.rand(self.shared_head_weight.shape, generator=generator) * 2 * bound
@@ -58,7 +53,7 @@ class MAML(BaseLearner):
                 self.shared_head_bias.copy_(torch.rand(1, generator=generator) * 2 * bound - bound)
 
     def starting_head(self, ways: int) -> Params:
-        if self._head_mode == "shared":  # one meta-learned row for every class (its gradient: the rows' sum)
+        if self.head_mode == "shared":  # one meta-learned row for every class (its gradient: the rows' sum)
             return {"head.weight": self.shared_head_weight.expand(ways, -1),
                     "head.bias": self.shared_head_bias.expand(ways)}
         return super().starting_head(ways)

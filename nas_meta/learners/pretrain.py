@@ -24,7 +24,7 @@ class Pretrain(BaseLearner):
         label_space (int): number of distinct training labels (the pre-training head's width).
     """
 
-    head_is_meta_learned = False
+    trains_label_space_head = True
     uses_outer_optimizer = True
 
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:

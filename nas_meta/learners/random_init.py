@@ -15,7 +15,6 @@ class RandomInit(BaseLearner):
         label_space (int): unused.
     """
 
-    head_is_meta_learned = False
     trains = False
 
     def meta_step(self, episode: Episode, progress: float) -> dict[str, float]:

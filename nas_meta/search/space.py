@@ -59,7 +59,8 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
     Raises:
         ConfigError: a value of ``config`` lies outside the space, or differs from one the space fixes.
     """
-    flat = {f"{s}.{k}": v for s in ("architecture", "learner") for k, v in config.to_dict()[s].items()}
+    flat = {f"{s}.{k}": v for s, fields in config.to_dict().items() if isinstance(fields, dict)
+            for k, v in fields.items()}
 
     def pick(p: ParamSpec) -> Any:
         field_name, index = split_indexed(p.name)
@@ -69,7 +70,8 @@ def baseline_params(space: SearchSpace, config: TrainConfig) -> dict[str, Any]:
         if p.type == "categorical":
             inside, allowed = value in (p.choices or ()), f"{list(p.choices or ())}"
         else:
-            inside, allowed = p.low <= value <= p.high, f"[{p.low:g}, {p.high:g}]"
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)  # (unset: None, outside)
+            inside, allowed = number and p.low <= value <= p.high, f"[{p.low:g}, {p.high:g}]"
         if not inside:
             raise ConfigError(f"baseline {config.name!r}: {p.name}={value!r} lies outside the search space's {allowed}.")
         return value

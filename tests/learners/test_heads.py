@@ -85,6 +85,29 @@ def test_a_fixed_head_still_refuses_other_ways() -> None:
         learner.query_scores(tiny_episode(tasks=1, ways=5))
 
 
+@pytest.mark.parametrize(("strategy", "head", "any_ways"), [
+    ("maml", "fixed", False), ("maml", "zero", True), ("maml", "shared", True), ("fomaml", "fixed", False),
+    ("fomaml", "zero", True), ("fomaml", "shared", True), ("reptile", "fixed", False), ("metasgd", "fixed", False),
+    ("pretrain", "fixed", True), ("random", "fixed", True),
+])
+def test_the_config_says_which_learners_adapt_to_any_ways_and_every_learner_acts_on_it(strategy: str, head: str,
+                                                                                     any_ways: bool) -> None:
+    """One rule (``LearnerConfig.adapts_to_any_ways``) for config checks (task.train_ways) and learners alike."""
+    config = tiny_config(strategy, head=head)
+    assert config.learner.adapts_to_any_ways is any_ways
+    assert config.learner.adaptation_head == ("zero" if strategy in ("pretrain", "random") else head)
+    learner = get_learner(config, 10)
+    learner.init_params(torch.Generator().manual_seed(0))
+    assert learner.head_mode == config.learner.adaptation_head
+    episode = tiny_episode(tasks=1, ways=5)  # the learner was built for 3-way tasks
+    if any_ways:
+        losses, _ = learner.query_scores(episode, steps=1)
+        assert torch.isfinite(losses).all()
+    else:
+        with pytest.raises(ConfigError, match="so it adapts to 3-way tasks only .learner.head: zero or shared"):
+            learner.query_scores(episode, steps=1)
+
+
 def test_a_shared_head_gets_no_meta_gradient_and_adapts_exactly_as_a_zero_head() -> None:
     """Copied to every class, the shared row adds the same logit to each: softmax cancels it, in the inner steps'
     gradients and in the query loss. So a shared head learns nothing that a zero head does not (for SGD or Adam

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import optuna
 import pytest
@@ -177,3 +179,51 @@ def test_a_baseline_whose_trial_would_differ_from_it_is_refused_by_name() -> Non
         "baseline 'reptile-x': learner.init='xavier' is neither searched nor fixed by the search space 'lr-init', so "
         "its trial would run with 'kaiming'; add learner.init to the space (or to its fixed fields), or leave it at the "
         "study's value in the baseline.")
+
+
+# The shape of meta-training episodes may be searched, conditioned on a head that adapts to any ways.
+TRAIN_SHAPE = SearchSpace(name="train-shape", parameters=(
+    ParamSpec("learner.head", "categorical", choices=("fixed", "zero")),
+    ParamSpec("task.train_ways", "categorical", choices=(None, 5), when={"learner.head": ["zero"]}),
+    ParamSpec("task.train_shots", "int", low=1.0, high=5.0, when={"learner.head": ["zero"]}),
+))
+TWENTY_WAY = dataclasses.replace(TrainConfig(name="b"), task=dataclasses.replace(TrainConfig().task, ways=20, shots=5,
+                                                                                 query=5))
+
+
+def test_a_space_may_search_the_meta_training_episodes_shape_but_not_the_dev_and_test_one() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"learner.head": "zero", "task.train_ways": 5, "task.train_shots": 1})
+    config = suggest_config(study.ask(), TRAIN_SHAPE, TWENTY_WAY)
+    assert (config.task.ways, config.task.shots) == (20, 5)  # what the objective scores is the base's
+    assert (config.task.training_task().ways, config.task.training_task().shots) == (5, 1)
+    study.enqueue_trial({"learner.head": "fixed"})
+    assert suggest_config(study.ask(), TRAIN_SHAPE, TWENTY_WAY).task.training_task().ways == 20
+    for field in ("task.ways", "task.shots", "task.query"):
+        with pytest.raises(ConfigError, match=rf"parameters\[0\]\.name='{field}' is not allowed: expected one of "):
+            load_space_text(f"name: s\nparameters: [{{name: {field}, type: int, low: 2, high: 5}}]\n")
+
+
+def test_a_searched_meta_training_shape_is_checked_where_it_applies() -> None:
+    """A train_ways the base's fixed head cannot take is refused when the space is read, naming the field."""
+    with pytest.raises(ConfigError, match=r"parameters\[0\] \(task.train_ways\): 20 is not a valid value: "
+                                          r"task.train_ways=20 is not allowed: expected unset or task.ways=5"):
+        load_space_text("name: s\nparameters: [{name: task.train_ways, type: categorical, choices: [5, 20]}]\n")
+
+
+def test_baseline_params_reproduce_an_unset_or_set_meta_training_shape() -> None:
+    maml = dataclasses.replace(TWENTY_WAY, learner=dataclasses.replace(TWENTY_WAY.learner, head="zero"))
+    five = dataclasses.replace(maml, task=dataclasses.replace(maml.task, train_ways=5, train_shots=2))
+    assert baseline_params(TRAIN_SHAPE, five) == {"learner.head": "zero", "task.train_ways": 5, "task.train_shots": 2}
+    assert baseline_params(dataclasses.replace(TRAIN_SHAPE, parameters=TRAIN_SHAPE.parameters[:2]), maml) == {
+        "learner.head": "zero", "task.train_ways": None}
+    with pytest.raises(ConfigError) as info:  # unset is outside an int range: a message, not a TypeError
+        baseline_params(TRAIN_SHAPE, maml)
+    assert str(info.value) == "baseline 'b': task.train_shots=None lies outside the search space's [1, 5]."
+
+
+def load_space_text(text: str) -> SearchSpace:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "space.yaml"
+        path.write_text(text)
+        return load_search_space(path)
