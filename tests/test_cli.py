@@ -270,3 +270,30 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert shell.returncode == 0 and shell.stdout == "shipped studies (nas-meta search NAME):\n"
     assert (tmp_path / "err.txt").read_text() == ""  # no traceback, whether or not the pipe broke
+
+
+def test_a_signal_a_command_never_polled_for_still_ends_with_its_status(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM during a command with no safe point of its own (it finished first): the exit status is 143 and the
+    message says so, not 0 as if nothing had been asked."""
+    import signal
+
+    import nas_meta.cli as cli_module
+    from nas_meta import runtime
+    from nas_meta.errors import Terminated
+
+    monkeypatch.setattr(runtime._Interrupts, "received", None)
+    monkeypatch.setattr(runtime._Interrupts, "deferred", False)
+
+    def studies_then_sigterm(args: object) -> int:
+        runtime._Interrupts.received = Terminated()  # as _on_signal records it while signals are deferred
+        return 0
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}  # main installs its own handlers
+    monkeypatch.setattr(cli_module, "_studies", studies_then_sigterm)
+    try:
+        assert cli_module.main(["studies"]) == 143
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert capsys.readouterr().err.strip().endswith("nas-meta: terminated (SIGTERM)")
