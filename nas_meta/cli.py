@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -253,11 +252,9 @@ def _number(kind: type, low: float, high: float | None = None, *, low_open: bool
             value: int | float = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {rule}.") from None
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:  # an int beyond any float (10**400): out of every range
-            finite = False
-        if not finite or (value <= low if low_open else value < low) or (high is not None and value > high):
+        from .config import finite  # (an int beyond any float, 10**400, is out of every range)
+
+        if not finite(value) or (value <= low if low_open else value < low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{shown} is not allowed: expected {rule}.")
         return value
 

@@ -887,7 +887,7 @@ def _active_context(earlier: Sequence[ParamSpec], p: ParamSpec) -> dict[str, Any
     while pending:
         key, values = pending.pop()
         q = by_key.get(key)
-        if q is None or q.name in context or not isinstance(values, list):
+        if q is None or q.name in context:  # (every `when` holds a list: SearchSpace checks that first)
             continue
         possible = [v for v in values if (v in (q.choices or ()) if q.type == "categorical" else
                                           q.type == "int" and isinstance(v, int) and not isinstance(v, bool)

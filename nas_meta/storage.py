@@ -206,6 +206,11 @@ class AppendingJournalBackend(JournalFileBackend):
                 raise
 
 
+def torn_backup_path(path: Path) -> Path:
+    """Where the bytes of a torn journal (the whole file on open, the torn tail on a write) are kept."""
+    return path.with_name(f"{path.name}.torn-{datetime.now():%Y%m%d-%H%M%S-%f}.bak")
+
+
 def _cut_torn_tail(f: io.FileIO, path: Path) -> int:
     """Cut the bytes after the last newline of the open journal ``f`` (a record a crashed writer left
     unfinished), keeping them in a backup file; the journal's size after it."""
@@ -229,7 +234,7 @@ def _cut_torn_tail(f: io.FileIO, path: Path) -> int:
         return size
     f.seek(end)
     torn = f.read(size - end)
-    backup = path.with_name(f"{path.name}.torn-{datetime.now():%Y%m%d-%H%M%S-%f}.bak")
+    backup = torn_backup_path(path)
     backup.write_bytes(torn)
     f.truncate(end)
     logger.warning("journal %s ended in a torn record (%d bytes, a writer that died mid-write): cut it off before "
@@ -458,7 +463,7 @@ def repair_journal(path: Path) -> bool:
         torn = _torn_end(path, data)
         if not torn:
             return False
-        backup = path.with_name(f"{path.name}.torn-{datetime.now():%Y%m%d-%H%M%S-%f}.bak")
+        backup = torn_backup_path(path)
         shutil.copy2(path, backup)
         with open(path, "r+b") as f:
             f.truncate(len(data) - torn)

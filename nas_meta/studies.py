@@ -20,6 +20,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from .checkpoint import WEIGHTS_FILE
 from .config import TrainConfig, clip, short, train_config_from_dict
 from .errors import CheckpointError, ConfigError
 from .runtime import default_cache_dir
@@ -185,7 +186,7 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
                           "only completed trials keep their weights.")
     base = artifacts_dir(handle, study, artifacts)
     target = base / "learners" / f"trial-{frozen.number}"
-    if (target / "weights.safetensors").exists():
+    if (target / WEIGHTS_FILE).exists():
         return target
     nearest = next((p for p in (target.parent, *target.parent.parents) if p.exists()), base)
     writable = os.access(nearest, os.W_OK)
@@ -196,7 +197,7 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
             writable = False
     if not writable:  # a study shared read-only: its learners are unpacked into this user's cache instead
         target = Path(default_cache_dir()) / "learners" / str(artifact_id)
-        if (target / "weights.safetensors").exists():
+        if (target / WEIGHTS_FILE).exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
     where = f"trial {frozen.number} of {study_name!r}"
@@ -216,7 +217,7 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
         try:
             os.replace(unpacked, target)
         except OSError as err:  # another process unpacked it first (ENOTEMPTY): its copy serves
-            if not (target / "weights.safetensors").exists():
+            if not (target / WEIGHTS_FILE).exists():
                 raise CheckpointError(f"{where}: its learner cannot be unpacked into {target} "
                                       f"({err.strerror or err}).") from None
     return target

@@ -304,7 +304,7 @@ def search(
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if existing >= total and not running:  # (a running trial may be a dead worker's, not yet past its grace)
         raise StudyFinished(
-            f"study {setup.study_name!r} in {setup.storage.url} already holds {counted_trials(study)} trials "
+            f"study {setup.study_name!r} in {setup.storage.url} already holds {existing} trials "
             f"(n_trials={total}); pass a larger --n-trials to run more."
         )
     listener = listener or SearchListener()
