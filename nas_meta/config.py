@@ -137,13 +137,23 @@ InnerState = Literal["fresh", "carried"]
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which class split (protocol) of Omniglot and at what image size."""
+    """Which class split (protocol) of Omniglot and at what image size.
+
+    ``train_rotations: true`` turns each training class by a random multiple of 90 degrees in every training task
+    (a turned character counts as another class: four times the training classes, and pre-training's head grows
+    to match); ``false`` keeps training classes upright; unset (null): the protocol's rule (``maml`` turns them,
+    ``vinyals`` and ``lake`` do not). Dev and test classes always follow the protocol.
+    """
 
     protocol: Protocol = "maml"
     image_size: int = 28
+    train_rotations: bool | None = None
 
     def __post_init__(self) -> None:
         _check(8 <= self.image_size <= 105, "data.image_size", self.image_size, "an integer in [8, 105]")
+        _check(not (self.train_rotations and self.protocol == "vinyals"), "data.train_rotations",
+               self.train_rotations, "false or unset (null) with the 'vinyals' protocol, whose four rotations are "
+               "separate classes already")
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ class TaskConfig:
     ``family: omniglot`` (N-way K-shot classification): ``ways`` classes, ``shots`` support and ``query`` query
     drawings per class. ``within_alphabet`` draws each episode's classes from one alphabet (chosen uniformly among
     those of the split with at least ``ways`` classes), in every split: Lake et al.'s one-shot task, harder than
-    classes drawn at large.
+    classes drawn at large. Where classes turn at random, all of such an episode's classes turn alike.
 
     ``family: sinusoid`` (K-shot regression, Finn et al. 2017, section 5.1): each task is ``y = A sin(x - b)`` with
     amplitude ``A`` in [0.1, 5.0] and phase ``b`` in [0, pi]; ``shots`` support and ``query`` query points, ``x``

@@ -22,7 +22,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -397,13 +397,23 @@ class ClassSet:
 SPLITS = ("train", "dev", "test")
 
 
-def class_splits(protocol: str, dataset: Omniglot) -> dict[str, ClassSet]:
+def class_splits(protocol: str, dataset: Omniglot, train_rotations: bool | None = None) -> dict[str, ClassSet]:
     """The train/dev/test classes of ``protocol`` (one of :data:`PROTOCOLS`).
 
+    ``train_rotations`` (``data.train_rotations``) overrides whether the training classes are turned by a random
+    multiple of 90 degrees in every task; ``None`` keeps the protocol's rule.
+
     Raises:
-        ConfigError: unknown protocol.
+        ConfigError: unknown protocol, or random rotations asked of the ``vinyals`` protocol (its rotations are
+            classes already).
     """
-    return split_characters(protocol, dataset.alphabet_of, dataset.background)
+    splits = split_characters(protocol, dataset.alphabet_of, dataset.background)
+    if train_rotations is None or train_rotations == splits["train"].random_rotation:
+        return splits
+    if np.any(splits["train"].rotations):
+        raise ConfigError(f"data.train_rotations={train_rotations} cannot be used with the {protocol!r} protocol: "
+                          "its four rotations are separate classes already; leave it unset (null).")
+    return {**splits, "train": replace(splits["train"], random_rotation=train_rotations)}
 
 
 def split_characters(protocol: str, alphabet_of: np.ndarray, background: int) -> dict[str, ClassSet]:

@@ -103,7 +103,8 @@ class EpisodeSampler:
         ways, shots, query: the task shape (``query`` examples per class).
         split: the split's name, for messages.
         within_alphabet: draw each episode's classes from one alphabet (chosen uniformly among the split's
-            alphabets with at least ``ways`` classes).
+            alphabets with at least ``ways`` classes); where classes turn at random, all of an episode's classes
+            turn alike (a turned alphabet is another script, and the episode stays within one).
 
     Raises:
         ConfigError: the split cannot hold such episodes (named, with what it can hold).
@@ -148,7 +149,9 @@ class EpisodeSampler:
             classes = keys.argsort(dim=1)[:, : self.ways]
         else:
             classes = keys.topk(self.ways, dim=1, largest=False).indices
-        if self.classes.random_rotation:
+        if self.classes.random_rotation and self.within_alphabet:  # one turn for the whole episode: one script
+            rotations = torch.randint(0, 4, (tasks, 1), generator=generator).expand(tasks, self.ways).contiguous()
+        elif self.classes.random_rotation:
             rotations = torch.randint(0, 4, (tasks, self.ways), generator=generator)
         else:
             rotations = self._fixed_rotations[classes]

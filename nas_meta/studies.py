@@ -45,6 +45,7 @@ class TrialAttr:
     WORKER: Final = "worker"  # host:pid of the worker process running it
     BASELINE: Final = "baseline"  # the baseline's name, on trials enqueued as baselines
     RETRY_OF: Final = "retry_of"  # the number of the failed trial this one runs again
+    RETRY_WANTED: Final = "retry_wanted"  # written before a trial is failed to be run again (exactly one retry)
     STATUS: Final = "status"  # completed, time_budget, diverged, pruned, out_of_memory, failed
     REASON: Final = "reason"
     DEV_LOSS: Final = "dev_loss"

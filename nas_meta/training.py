@@ -349,7 +349,7 @@ def load_workspace(config: TrainConfig, data: str | Path | None, device: torch.d
     if not config.task.family_info.needs_data:
         return GENERATED_FAMILIES[config.task.family](device)
     dataset = load_omniglot(data, config.data.image_size, progress=progress)
-    splits = class_splits(config.data.protocol, dataset)
+    splits = class_splits(config.data.protocol, dataset, config.data.train_rotations)
     for split in ("train", "dev"):
         n = len(splits[split])
         field, ways = config.task.split_ways(split)

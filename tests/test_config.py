@@ -71,6 +71,10 @@ def test_an_empty_mapping_takes_every_default_and_an_empty_file_is_refused(tmp_p
         ("seed: true", "seed=True must be an integer."),
         ("task: {ways: 1}", "task.ways=1 is not allowed: expected an integer in [2, 10000]."),
         ("task: {within_alphabet: 'yes'}", "task.within_alphabet='yes' must be true or false."),
+        ("data: {train_rotations: 'yes'}", "data.train_rotations='yes' must be true or false."),
+        ("data: {protocol: vinyals, train_rotations: true}",
+         "data.train_rotations=True is not allowed: expected false or unset (null) with the 'vinyals' protocol, whose "
+         "four rotations are separate classes already."),
         ("task: {ways: 20, within_alphabet: true}",  # the default (maml) protocol's dev alphabets are small
          "task.ways=20 is not allowed: expected at most 6 with task.within_alphabet: true, the classes of the largest "
          "alphabet of the 'maml' protocol's dev split."),

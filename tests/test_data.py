@@ -24,7 +24,7 @@ from PIL import Image
 
 from nas_meta import data
 from nas_meta.config import PROTOCOL_CLASSES, PROTOCOL_LARGEST_ALPHABET
-from nas_meta.errors import DataError
+from nas_meta.errors import ConfigError, DataError
 from tests.conftest import snapshot
 
 
@@ -620,3 +620,33 @@ def test_every_protocol_gives_each_class_its_characters_alphabet(protocol: str) 
     for split in splits.values():
         assert split.alphabets is not None
         assert np.array_equal(split.alphabets, alphabet_of[split.characters])
+
+
+def _listing_only(background: int = 964) -> data.Omniglot:
+    """An Omniglot with the real character counts and no images: what class splits read."""
+    alphabet_of = np.repeat(np.arange(50), np.diff(np.linspace(0, 1623, 51).astype(int)))
+    return data.Omniglot(np.zeros((1623, 20, 1, 1), dtype=np.uint8), alphabet_of,
+                         tuple(f"a{i}" for i in range(50)), tuple(f"c{i}" for i in range(1623)), background)
+
+
+@pytest.mark.parametrize(("protocol", "train_rotations", "expected"),
+                         [("lake", None, False), ("lake", True, True), ("lake", False, False), ("maml", None, True),
+                          ("maml", False, False), ("maml", True, True), ("vinyals", None, False),
+                          ("vinyals", False, False)])
+def test_train_rotations_turns_the_training_classes_only(protocol: str, train_rotations: bool | None,
+                                                         expected: bool) -> None:
+    dataset = _listing_only()
+    plain = data.class_splits(protocol, dataset)
+    splits = data.class_splits(protocol, dataset, train_rotations)
+    assert splits["train"].random_rotation is expected
+    assert splits["train"].label_space == len(plain["train"]) * (4 if expected else 1)
+    for split in ("dev", "test"):  # dev and test keep the protocol's rule
+        assert splits[split].random_rotation is plain[split].random_rotation
+        assert np.array_equal(splits[split].characters, plain[split].characters)
+        assert np.array_equal(splits[split].rotations, plain[split].rotations)
+    assert np.array_equal(splits["train"].characters, plain["train"].characters)
+
+
+def test_train_rotations_refused_where_rotations_are_classes_already() -> None:
+    with pytest.raises(ConfigError, match=r"data.train_rotations=True cannot be used with the 'vinyals' protocol"):
+        data.class_splits("vinyals", _listing_only(), True)

@@ -143,6 +143,19 @@ def test_within_alphabet_episodes_draw_every_class_of_a_task_from_one_alphabet(r
             assert decode(episode.support_x[t, i], int(index.rotations[t, label]))[0] == char
 
 
+@pytest.mark.parametrize("within_alphabet", [False, True])
+def test_random_turns_are_one_per_episode_within_an_alphabet_and_one_per_class_otherwise(
+        within_alphabet: bool) -> None:
+    sampler = EpisodeSampler(coded_images(), alphabet_classes(random_rotation=True), 4, 1, 2,
+                             within_alphabet=within_alphabet)
+    rotations = sampler.sample_index(torch.Generator().manual_seed(0), 2000).rotations
+    alike = (rotations == rotations[:, :1]).all(dim=1)
+    assert bool(alike.all()) is within_alphabet  # independent turns: all four alike in 1/64 of the tasks
+    assert within_alphabet or alike.float().mean() < 0.05
+    counts = torch.bincount(rotations[:, 0], minlength=4)
+    assert counts.min() > 2000 / 4 * 0.85 and counts.max() < 2000 / 4 * 1.15  # each turn equally likely
+
+
 def test_plain_episodes_still_mix_alphabets_and_keep_their_fixed_sets() -> None:
     classes = alphabet_classes()
     plain = EpisodeSampler(coded_images(), classes, 4, 1, 2)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .objective import make_objective
 from .setup import SearchSetup, open_study, prepare
 
 logger = logging.getLogger(__name__)
+StudyLock = Callable[[], AbstractContextManager[Any]]  # the study lock's factory (SearchSetup.lock)
 
 # A candidate that fails in one of these ways is recorded as a failed trial and the search goes on; any other
 # exception is a bug in nas-meta: the trial is failed with the real error, then the exception propagates.
@@ -43,13 +45,15 @@ CANDIDATE_FAILURES: tuple[type[BaseException], ...] = (NasMetaError, torch.OutOf
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], Any],
-              callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> FrozenTrial:
+              callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+              lock: StudyLock = nullcontext) -> FrozenTrial:
     """Run ``objective`` on an asked trial and tell the result, as ``Study.optimize`` does, with a heartbeat
     (Optuna's on RDB storages, nas-meta's on the journal file).
 
     A pruned trial ends PRUNED; a candidate failure (:data:`CANDIDATE_FAILURES`) ends FAIL with its reason.
     Any other exception fails the trial with the real error as its reason and propagates; Ctrl-C or SIGTERM
-    closes the trial as FAIL, queues its parameters again and propagates.
+    closes the trial as FAIL, queues its parameters again (:func:`queue_retries`, under ``lock``, the study lock)
+    and propagates.
     """
     state, values = TrialState.FAIL, None
     try:
@@ -74,9 +78,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         raise
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: close the trial and queue it again, then leave
         signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+        _note(trial, TrialAttr.RETRY_WANTED, True)
         _note(trial, TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
         if _tell(study, trial, None, TrialState.FAIL) is not None:
-            requeue(study, trial)
+            queue_retries(study, lock)
         raise
     frozen = _tell(study, trial, values if state == TrialState.COMPLETE else None, state)
     if frozen is None:
@@ -121,6 +126,24 @@ def requeue(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs={TrialAttr.RETRY_OF: trial.number, **keep})
 
 
+def queue_retries(study: optuna.Study, lock: StudyLock = nullcontext) -> list[int]:
+    """Queue again every failed trial that asked to be run again (:data:`TrialAttr.RETRY_WANTED`, written before
+    the trial was failed) and has no retry yet; returns their numbers.
+
+    Failing a trial and queueing its retry are separate writes: a worker killed between them (SIGKILL after a
+    SIGTERM's grace, a node lost) leaves the retry to whichever worker calls this next. Under the study lock, so
+    two workers never queue one trial twice.
+    """
+    with lock():
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(TrialAttr.RETRY_OF) for t in trials}
+        missing = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.RETRY_WANTED)
+                   and t.number not in retried]
+        for trial in missing:
+            requeue(study, trial)
+    return [t.number for t in missing]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -151,7 +174,8 @@ def stale_reason(trial: FrozenTrial, now: float, host: str) -> str | None:
 
 def fail_stale_trials(study: optuna.Study, setup: SearchSetup) -> list[int]:
     """Journal storages have no heartbeat of Optuna's: mark RUNNING trials whose worker is gone
-    (:func:`stale_reason`) as FAIL and queue their parameters again. Returns the failed trial numbers."""
+    (:func:`stale_reason`) as FAIL and queue their parameters again (:func:`queue_retries`). Returns the failed
+    trial numbers."""
     if setup.storage.has_heartbeat:
         return []
     host, now = socket.gethostname(), time.time()
@@ -161,13 +185,14 @@ def fail_stale_trials(study: optuna.Study, setup: SearchSetup) -> list[int]:
         if reason is None:
             continue
         try:
+            study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.RETRY_WANTED, True)
             study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.REASON, reason)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:  # its worker finished it just now
             continue
-        requeue(study, trial)
         failed.append(trial.number)
     if failed:
+        queue_retries(study, setup.lock)
         logger.warning("marked trials %s of gone workers as failed and queued them again", failed)
     return failed
 
@@ -233,6 +258,7 @@ def run_worker(
         check_interrupt()  # a deferred Ctrl-C or SIGTERM ends the worker here, between trials
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat: fail (and retry) trials of dead workers
         fail_stale_trials(study, setup)  # journal: the same for dead workers on this machine
+        queue_retries(study, setup.lock)  # a worker killed between failing a trial and queueing it again
         with setup.lock():
             trial = None if counted_trials(study) >= n_trials else study.ask()
         if trial is None:
@@ -245,7 +271,7 @@ def run_worker(
                 said_at = time.monotonic()
             time.sleep(min(heartbeat_seconds(), 5))
             continue
-        run_trial(study, trial, objective, [report])
+        run_trial(study, trial, objective, [report], setup.lock)
     return study
 
 
@@ -300,6 +326,7 @@ def search(
     study = open_study(setup, force=force)
     optuna.storages.fail_stale_trials(study)  # a trial of a dead worker counts only once it has been re-queued
     fail_stale_trials(study, setup)
+    queue_retries(study, setup.lock)  # (a worker killed between failing a trial and queueing it again)
     existing = counted_trials(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if existing >= total and not running:  # (a running trial may be a dead worker's, not yet past its grace)

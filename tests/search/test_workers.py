@@ -496,6 +496,61 @@ def test_search_reruns_the_last_trial_of_a_killed_worker_instead_of_saying_the_s
 
 
 @pytest.mark.usefixtures("synthetic_data")
+@pytest.mark.parametrize("failed_by", ["stale check", "interrupt"])
+def test_search_queues_the_retry_a_worker_killed_after_failing_the_trial_never_queued(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failed_by: str) -> None:
+    """Failing a trial and queueing its retry are two writes: a SIGKILL between them (a stale check's worker, or
+    the trial's own worker after a SIGTERM) left a FAIL trial that counted as a result and was never run again."""
+    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)  # no Omniglot needed
+    study_path = write_tiny_study(tmp_path)
+    storage = f"journal:{tmp_path / 'tiny.journal'}"
+    study = open_study(prepare(study_path, storage=storage))
+    distribution = optuna.distributions.FloatDistribution(0.1, 0.5)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={"learner.inner_lr": 0.2},
+                                 distributions={"learner.inner_lr": distribution}))
+    cut = study.ask()
+    lr = cut.suggest_float("learner.inner_lr", 0.1, 0.5)
+    cut.set_user_attr("baseline", "maml")
+    if failed_by == "interrupt":  # run_trial's interrupt path, killed right after its tell
+        queue_retries = workers_module.queue_retries
+        workers_module.queue_retries = lambda study, lock: []  # type: ignore[assignment]
+        try:
+            with pytest.raises(Terminated):
+                run_trial(study, cut, raising(Terminated()))
+        finally:
+            workers_module.queue_retries = queue_retries
+    else:  # fail_stale_trials' writes, without its queueing
+        study._storage.set_trial_user_attr(cut._trial_id, "retry_wanted", True)
+        study._storage.set_trial_state_values(cut._trial_id, TrialState.FAIL)
+    assert study.trials[1].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    assert counted_trials(study) == 2  # a result with no value: the study looked full
+
+    searched = search(study_path, storage=storage, n_trials=2, device="cpu")  # no StudyFinished
+    trials = searched.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].user_attrs == {**trials[2].user_attrs, "retry_of": 1, "baseline": "maml"}
+    assert trials[2].params == {"learner.inner_lr": lr}
+    assert counted_trials(searched) == 2
+
+
+def test_queue_retries_queues_each_wanted_retry_once(tmp_path: Path) -> None:
+    setup = journal_setup(tmp_path)
+    study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
+    for wanted in (True, False, True):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        if wanted:
+            trial.set_user_attr("retry_wanted", True)
+        study.tell(trial, state=TrialState.FAIL)
+    assert workers_module.queue_retries(study, setup.lock) == [0, 2]
+    assert workers_module.queue_retries(study, setup.lock) == []  # queued already
+    retries = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs for t in retries] == [{"retry_of": 0}, {"retry_of": 2}]
+    assert [t.system_attrs["fixed_params"] for t in retries] == [study.trials[0].params, study.trials[2].params]
+
+
+@pytest.mark.usefixtures("synthetic_data")
 def test_search_waits_out_the_grace_of_a_last_trial_whose_worker_may_still_live(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The last trial RUNNING for a worker elsewhere (a SLURM job killed a moment ago, on another node), its heartbeat

@@ -1,0 +1,59 @@
+"""Test accuracy against CPU minutes of meta-training for any one config, on its own fixed test episodes.
+
+The quality matrix (``quality_matrix.py``) covers the four ``maml``-protocol settings; this script gives the same
+curve for a config of any protocol or kind of episode, such as Lake's one-shot task (``lake`` protocol, 20-way 1-shot
+within one alphabet):
+
+    python benchmarks/config_curve.py studies/baselines/maml-cpu-lake-20w1s.yaml [--set KEY=VALUE ...]
+                                      [--minutes 60] [--every 15] [--episodes 600]
+                                      [--out benchmarks/results/lake] [--data ../shared/data/omniglot] [--dry-run]
+
+The run's raw records (the config, and the test accuracy after every ``--every`` minutes and at the end) go to
+``OUT/<config name>.curve.json``. Run it alone on the machine: minutes of CPU are what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from nas_meta.config import load_train_config
+from nas_meta.training import load_workspace
+from quality_matrix import ROOT, curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="a train config (YAML)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    parser.add_argument("--minutes", type=float, default=60.0, help="meta-training (default: 60)")
+    parser.add_argument("--every", type=float, default=15.0, help="minutes between test scorings (default: 15)")
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--data")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lake"))
+    parser.add_argument("--dry-run", action="store_true", help="tiny network, seconds not minutes (CI)")
+    args = parser.parse_args()
+    config = load_train_config(args.config, args.set)
+    seconds, every, episodes = args.minutes * 60, args.every * 60, args.episodes
+    if args.dry_run:
+        seconds, every, episodes = 2.0, 1.0, 4
+        config = dataclasses.replace(
+            config, architecture=dataclasses.replace(config.architecture, channels=8, blocks=2),
+            learner=dataclasses.replace(config.learner, meta_batch=2, test_steps=1),
+            evaluation=dataclasses.replace(config.evaluation, batch=4))
+    device = torch.device(args.device)
+    print(f"{config.name}: {seconds / 60:.1f} min, scored on {episodes} test episodes every {every / 60:.1f} min",
+          flush=True)
+    run = curve(config, seconds, every, episodes, load_workspace(config, args.data, device), device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{config.name}.curve.json").write_text(json.dumps(run, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
