@@ -1,4 +1,4 @@
-"""Test accuracy against CPU minutes of meta-training for any one config, on its own fixed test episodes.
+"""Test accuracy against CPU minutes of meta-training for any one Omniglot config, on its own fixed test episodes.
 
 The quality matrix (``quality_matrix.py``) covers the four ``maml``-protocol settings; this script gives the same
 curve for a config of any protocol or kind of episode, such as Lake's one-shot task (``lake`` protocol, 20-way 1-shot
@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="tiny network, seconds not minutes (CI)")
     args = parser.parse_args()
     config = load_train_config(args.config, args.set)
+    if config.task.family_info.regression:
+        parser.error(f"{args.config}: task.family {config.task.family} is scored by its MSE, not accuracy; "
+                     "benchmarks/sinusoid.py measures it")
     seconds, every, episodes = args.minutes * 60, args.every * 60, args.episodes
     if args.dry_run:
         seconds, every, episodes = 2.0, 1.0, 4

@@ -64,7 +64,7 @@ def curve(config: TrainConfig, seconds: float, every: float, episodes: int, work
           device: torch.device) -> dict[str, Any]:
     """Meta-train ``config`` for ``seconds``, scoring the fixed test episodes every ``every`` seconds of training."""
     config = dataclasses.replace(config, budget=BudgetConfig(iterations=MAX_ITERATIONS, seconds=seconds))
-    learner = build_learner(config, workspace.splits["train"].label_space, device, seed=config.seed)
+    learner = build_learner(config, workspace.label_space, device, seed=config.seed)
     test = workspace.task_sampler("test", config.task).fixed(episodes, config.evaluation.seed)
     points: list[dict[str, float]] = []
 

@@ -163,7 +163,8 @@ class TaskConfig:
     ``family: omniglot`` (N-way K-shot classification): ``ways`` classes, ``shots`` support and ``query`` query
     drawings per class. ``within_alphabet`` draws each episode's classes from one alphabet (chosen uniformly among
     those of the split with at least ``ways`` classes), in every split: Lake et al.'s one-shot task, harder than
-    classes drawn at large. Where classes turn at random, all of such an episode's classes turn alike.
+    classes drawn at large. Where classes turn at random, all the classes of such a training episode turn alike
+    (the fixed dev and test sets keep one turn per class).
 
     ``family: sinusoid`` (K-shot regression, Finn et al. 2017, section 5.1): each task is ``y = A sin(x - b)`` with
     amplitude ``A`` in [0.1, 5.0] and phase ``b`` in [0, pi]; ``shots`` support and ``query`` query points, ``x``
@@ -440,6 +441,9 @@ class TrainConfig(RunSections):
                    f"'mlp' with task.family: {self.task.family} (its inputs are numbers, not images)")
         if self.task.within_alphabet:  # (the plain ways limit is the workspace's: tests train on small fake splits)
             check_task_fits_protocol(self.task, self.data.protocol)
+        if not self.task.family_info.needs_data:
+            _check(self.data.train_rotations is None, "data.train_rotations", self.data.train_rotations,
+                   f"unset (null) with task.family: {self.task.family} (its tasks are generated, not images)")
         if self.task.train_ways not in (None, self.task.ways):
             _check(self.learner.adapts_to_any_ways, "task.train_ways", self.task.train_ways,
                    f"unset or task.ways={self.task.ways} for strategy {self.learner.strategy!r} with learner.head "
@@ -950,6 +954,10 @@ class SearchSpace:
         _check(len(self.parameters) > 0, "parameters", list(self.parameters), "at least one parameter to search")
         bad_keys = [k for k in (self.fixed or {}) if not isinstance(k, str)]
         _check(not bad_keys, "fixed", bad_keys, "dotted field names such as learner.meta_batch")
+        for key in self.fixed or {}:  # one workspace and one set of dev episodes serve every trial of a study
+            _check(key.split(".")[0] not in ("data", "task") or key in SEARCHABLE_TASK_FIELDS, "fixed", key,
+                   "a field outside data and task (but task.train_ways, task.train_shots): the study file's data and "
+                   "task sections say what every trial trains on and is scored on; set it there")
         for i, p in enumerate(self.parameters):  # the shape of every condition first: the checks below rely on it
             for cond, values in (p.when or {}).items():
                 _check(isinstance(values, list) and len(values) > 0, f"parameters[{i}].when.{cond}", values,

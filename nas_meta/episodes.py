@@ -103,8 +103,8 @@ class EpisodeSampler:
         ways, shots, query: the task shape (``query`` examples per class).
         split: the split's name, for messages.
         within_alphabet: draw each episode's classes from one alphabet (chosen uniformly among the split's
-            alphabets with at least ``ways`` classes); where classes turn at random, all of an episode's classes
-            turn alike (a turned alphabet is another script, and the episode stays within one).
+            alphabets with at least ``ways`` classes); where classes turn at random, all the classes of a drawn
+            (training) episode turn alike (a turned alphabet is another script, and the episode stays within one).
 
     Raises:
         ConfigError: the split cannot hold such episodes (named, with what it can hold).
@@ -139,6 +139,9 @@ class EpisodeSampler:
         by sorting every key, as the fixed dev and test sets always have (so they stay the sets of earlier
         versions); otherwise by ``topk``: the same uniform draw, 10-25x less host time for a meta-batch (on a GPU
         the host's share of a step), equal to the sorted draw except where two float32 keys tie.
+
+        Where classes turn at random, a training episode within one alphabet turns all its classes alike (a turned
+        alphabet is another script); the fixed sets (``full_sort``) keep one turn per class, as they always have.
         """
         n_classes = len(self.classes)
         keys = torch.rand(tasks, n_classes, generator=generator)
@@ -149,7 +152,7 @@ class EpisodeSampler:
             classes = keys.argsort(dim=1)[:, : self.ways]
         else:
             classes = keys.topk(self.ways, dim=1, largest=False).indices
-        if self.classes.random_rotation and self.within_alphabet:  # one turn for the whole episode: one script
+        if self.classes.random_rotation and self.within_alphabet and not full_sort:  # one turn, one script
             rotations = torch.randint(0, 4, (tasks, 1), generator=generator).expand(tasks, self.ways).contiguous()
         elif self.classes.random_rotation:
             rotations = torch.randint(0, 4, (tasks, self.ways), generator=generator)

@@ -138,7 +138,7 @@ EXPORT_OUTPUT = OutputKind("for the export", "files that are not an export", "an
 
 
 def check_export_target(out: Path) -> None:
-    """``--out`` must be a new or empty folder, or an earlier export (replaced file by file).
+    """``--out`` must be a new or empty folder, or an earlier export (replaced as a whole).
 
     Raises:
         ConfigError: ``out`` is a file, lies below a file, or holds something else.
@@ -171,19 +171,46 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
         if len(best) == 1 and _copy_best_learner(handle, study, best[0], staging / "best"):
             written.append("best")
         check_interrupt()  # a Ctrl-C or SIGTERM so far leaves the earlier export as it was
-        out.mkdir(exist_ok=True)
-        for name in EXPORT_FILES:  # what this export does not write must not survive from an earlier one
-            stale = out / name
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists() and name not in written:
-                stale.unlink()
-        for name in written:
-            os.replace(staging / name, out / name)
+        if not _swap_in(staging, out):
+            _replace_file_by_file(staging, out, written)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"study": study_name, "out": str(out), "trials": len(table), "files": written,
             "best_trials": [t.number for t in best]}
+
+
+def _swap_in(staging: Path, out: Path) -> bool:
+    """Put the finished export in ``out``'s place by two renames, so that a crash (SIGKILL, power loss) leaves the
+    earlier export or this one, never a mix; False where ``out`` cannot be renamed (a symlink, a mount point) or
+    holds files of its own beside an earlier export (hidden ones, which stay)."""
+    if out.is_symlink() or (out.is_dir() and any(p.name not in EXPORT_FILES for p in out.iterdir())):
+        return False
+    earlier = out.parent / f".{out.name}.earlier-{os.getpid()}"
+    if out.exists():
+        try:
+            os.rename(out, earlier)
+        except OSError:
+            return False
+    try:
+        os.rename(staging, out)
+    except OSError:
+        if earlier.exists():
+            os.rename(earlier, out)  # put the earlier export back
+        raise
+    shutil.rmtree(earlier, ignore_errors=True)
+    return True
+
+
+def _replace_file_by_file(staging: Path, out: Path, written: list[str]) -> None:
+    out.mkdir(exist_ok=True)
+    for name in EXPORT_FILES:  # what this export does not write must not survive from an earlier one
+        stale = out / name
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists() and name not in written:
+            stale.unlink()
+    for name in written:
+        os.replace(staging / name, out / name)
 
 
 def _copy_best_learner(handle: StorageHandle, study: optuna.Study, trial: FrozenTrial, target: Path) -> bool:

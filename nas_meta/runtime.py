@@ -151,6 +151,16 @@ def home_expanded(path: str | Path) -> Path | None:
         return None
 
 
+def pid_namespace() -> str:
+    """This process's PID namespace (``pid:[4026531836]`` on Linux, ``""`` where it cannot be read): a process id
+    names the same process only within one (containers that share a hostname and a journal file each have their
+    own)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def default_cache_dir() -> str:
     """Where nas-meta keeps downloads and decoded caches: ``$NAS_META_CACHE`` or ``~/.cache/nas-meta``."""
     return os.environ.get("NAS_META_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nas-meta")

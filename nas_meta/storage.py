@@ -541,8 +541,9 @@ def study_names(handle: StorageHandle) -> list[str]:
 class study_lock:
     """Serialises work on one study between processes (creating it, "count trials, then ask").
 
-    A file lock next to a journal file; a PostgreSQL advisory lock for postgresql storages; nothing for
-    other storages (where a few extra trials are possible when many workers finish at once).
+    A file lock next to a journal file or a SQLite database; a PostgreSQL advisory lock for postgresql storages;
+    nothing for other storages (MySQL: a few extra trials, or a retry queued twice, are possible when many
+    workers finish at once).
     """
 
     def __init__(self, handle: StorageHandle, study_name: str) -> None:
@@ -552,12 +553,19 @@ class study_lock:
         self._conn: Any = None
 
     def __enter__(self) -> None:
-        if self.handle.journal_path is not None:
-            self._file = open(f"{self.handle.journal_path}.asklock", "a")
+        beside = self.handle.journal_path or self._sqlite_path()
+        if beside is not None:
+            self._file = open(f"{beside}.asklock", "a")
             fcntl.flock(self._file, fcntl.LOCK_EX)
         elif self.handle.url.startswith("postgresql"):
             self._conn = self.handle.storage.engine.connect()
             self._conn.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": self.study_name})
+
+    def _sqlite_path(self) -> str | None:
+        if not self.handle.url.startswith("sqlite"):
+            return None
+        database = self.handle.storage.engine.url.database
+        return database if database and database != ":memory:" else None
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:

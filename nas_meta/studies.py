@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,9 +44,10 @@ class TrialAttr:
     CONFIG: Final = "config"  # the resolved training config (YAML), written when the trial starts
     STRATEGY: Final = "strategy"
     WORKER: Final = "worker"  # host:pid of the worker process running it
+    PID_NAMESPACE: Final = "pid_namespace"  # the worker process's PID namespace (runtime.pid_namespace)
     BASELINE: Final = "baseline"  # the baseline's name, on trials enqueued as baselines
     RETRY_OF: Final = "retry_of"  # the number of the failed trial this one runs again
-    RETRY_WANTED: Final = "retry_wanted"  # written before a trial is failed to be run again (exactly one retry)
+    RETRY_WANTED: Final = "retry_wanted"  # the trial's own number, written before it is failed to be run again
     STATUS: Final = "status"  # completed, time_budget, diverged, pruned, out_of_memory, failed
     REASON: Final = "reason"
     DEV_LOSS: Final = "dev_loss"
@@ -196,12 +198,17 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             writable = False
+    where = f"trial {frozen.number} of {study_name!r}"
     if not writable:  # a study shared read-only: its learners are unpacked into this user's cache instead
         target = Path(default_cache_dir()) / "learners" / str(artifact_id)
         if (target / WEIGHTS_FILE).exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-    where = f"trial {frozen.number} of {study_name!r}"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"{where}: its learner cannot be unpacked: the artifact folder {base} is read-only "
+                                  f"and the cache folder {target.parent} cannot be made ({err.strerror or err}); set "
+                                  "NAS_META_CACHE to a folder you can write.") from None
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         archive = Path(tmp) / "learner.zip"
         try:
@@ -231,10 +238,17 @@ def counted_trials(study: optuna.Study) -> int:
     it is its re-run that counts, so a study ends with exactly ``n_trials`` results however many workers died.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get(TrialAttr.RETRY_OF) for t in trials}
+    retried = retried_numbers(trials)
+    return sum(t.state in COUNTED or (t.state == TrialState.FAIL and t.number not in retried) for t in trials)
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """The numbers of the trials that a trial among ``trials`` runs again (nas-meta's re-queue or Optuna's
+    heartbeat retry)."""
+    retried = {t.user_attrs[TrialAttr.RETRY_OF] for t in trials if isinstance(t.user_attrs.get(TrialAttr.RETRY_OF), int)}
     for t in trials:
         retried.update(t.system_attrs.get("retry_history", ()))  # Optuna's heartbeat retries
-    return sum(t.state in COUNTED or (t.state == TrialState.FAIL and t.number not in retried) for t in trials)
+    return retried
 
 
 def trial_line(trial: FrozenTrial) -> str:

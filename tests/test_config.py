@@ -72,6 +72,9 @@ def test_an_empty_mapping_takes_every_default_and_an_empty_file_is_refused(tmp_p
         ("task: {ways: 1}", "task.ways=1 is not allowed: expected an integer in [2, 10000]."),
         ("task: {within_alphabet: 'yes'}", "task.within_alphabet='yes' must be true or false."),
         ("data: {train_rotations: 'yes'}", "data.train_rotations='yes' must be true or false."),
+        ("data: {train_rotations: false}\ntask: {family: sinusoid, ways: 1}\narchitecture: {kind: mlp, norm: none}",
+         "data.train_rotations=False is not allowed: expected unset (null) with task.family: sinusoid (its tasks are "
+         "generated, not images)."),
         ("data: {protocol: vinyals, train_rotations: true}",
          "data.train_rotations=True is not allowed: expected false or unset (null) with the 'vinyals' protocol, whose "
          "four rotations are separate classes already."),
@@ -575,6 +578,16 @@ HOSTILE_SPACE = [
            "fixed: {architecture.depth: 3}\n",
            "fixed: architecture.depth is not a field of a training config.", "fixed-unknown"),
     _param("name: s\nparameters: []\nfixed: [1]\n", "fixed=[1] must be a mapping.", "fixed-list"),
+    _param("name: s\nparameters:\n  - {name: learner.inner_lr, type: float, low: 0.1, high: 1.0}\n"
+           "fixed: {data.train_rotations: true}\n",
+           "fixed='data.train_rotations' is not allowed: expected a field outside data and task (but task.train_ways, "
+           "task.train_shots): the study file's data and task sections say what every trial trains on and is scored on; "
+           "set it there.", "fixed-data"),
+    _param("name: s\nparameters:\n  - {name: learner.inner_lr, type: float, low: 0.1, high: 1.0}\n"
+           "fixed: {task.ways: 20}\n",
+           "fixed='task.ways' is not allowed: expected a field outside data and task (but task.train_ways, "
+           "task.train_shots): the study file's data and task sections say what every trial trains on and is scored on; "
+           "set it there.", "fixed-task-ways"),
 ]
 
 

@@ -154,6 +154,8 @@ def test_random_turns_are_one_per_episode_within_an_alphabet_and_one_per_class_o
     assert within_alphabet or alike.float().mean() < 0.05
     counts = torch.bincount(rotations[:, 0], minlength=4)
     assert counts.min() > 2000 / 4 * 0.85 and counts.max() < 2000 / 4 * 1.15  # each turn equally likely
+    fixed = sampler.fixed(2000, seed=0).index.rotations  # the fixed sets keep one turn per class, as they always had
+    assert (fixed == fixed[:, :1]).all(dim=1).float().mean() < 0.05
 
 
 def test_plain_episodes_still_mix_alphabets_and_keep_their_fixed_sets() -> None:

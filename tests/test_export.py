@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+import nas_meta.export as export_module
 from nas_meta.api import load_learner
 from nas_meta.config import apply_overrides, dump_yaml, load_study_spec, load_train_config
 from nas_meta.errors import ConfigError, StorageError
@@ -227,6 +229,24 @@ def test_an_earlier_export_is_replaced(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [".notes", "best.yaml", "report.html", "summary.md", "trials.csv",
                                                      "trials.parquet"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "studies.journal"]  # no staging folder left
+
+
+def test_an_earlier_export_is_swapped_for_the_new_one_as_a_whole(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new export takes the earlier one's place by renaming folders, not file by file: a crash between two
+    files used to leave a trials table of one export beside the summary of another."""
+    storage = quick_study(tmp_path)
+    out = tmp_path / "out"
+    export_study("quick", storage, out)
+    quick_study(tmp_path, values=(0.2,))
+    renamed_files: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(export_module.os, "replace",
+                        lambda src, dst: (renamed_files.append(str(dst)), real_replace(src, dst)))
+    export_study("quick", storage, out)
+    assert [f for f in renamed_files if Path(f).parent == out] == []  # no file of out/ replaced one at a time
+    assert pd.read_csv(out / "trials.csv")["dev_loss"].tolist() == [0.7, 0.4, 0.2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "studies.journal"]  # nothing left beside it
 
 
 def test_a_study_without_trials_gives_a_valid_empty_export(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 import nas_meta.studies as studies_module
 from nas_meta.checkpoint import save_learner
 from nas_meta.config import dump_yaml
-from nas_meta.errors import ConfigError
+from nas_meta.errors import CheckpointError, ConfigError
 from nas_meta.inference import load_learner_folder
 from nas_meta.learners import get_learner
 from nas_meta.storage import artifact_store, open_storage
@@ -219,6 +219,22 @@ def test_fetch_trial_learner_from_a_read_only_study_unpacks_into_the_users_cache
     assert all(torch.equal(loaded[k], state[k]) for k in state)
     assert snapshot(artifacts) == before
     assert fetch_trial_learner(url, "s") == path and sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_fetch_trial_learner_says_so_when_neither_the_study_nor_the_cache_can_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, study, artifacts, _ = study_with_saved_learner(tmp_path)
+    study.set_user_attr(StudyAttr.ARTIFACTS_DIR, str(artifacts))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("NAS_META_CACHE", str(tmp_path / "file" / "cache"))  # below a file: cannot be made
+    real_access = os.access
+    monkeypatch.setattr(studies_module.os, "access",
+                        lambda path, mode: False if str(path).startswith(str(artifacts)) else real_access(path, mode))
+    with pytest.raises(CheckpointError) as info:
+        fetch_trial_learner(url, "s")
+    assert str(info.value).startswith(f"trial 1 of 's': its learner cannot be unpacked: the artifact folder "
+                                      f"{artifacts} is read-only and the cache folder {tmp_path / 'file' / 'cache'}")
+    assert "set NAS_META_CACHE to a folder you can write" in str(info.value)
 
 
 def test_two_processes_unpacking_one_learner_both_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

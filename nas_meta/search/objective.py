@@ -21,6 +21,7 @@ from ..checkpoint import save_result
 from ..config import SearchSpace, StudySpec, TrainConfig, dump_yaml
 from ..errors import TrialDiverged
 from ..learners import BaseLearner
+from ..runtime import pid_namespace
 from ..studies import TrialAttr
 from ..training import DevScore, End, Record, Result, TaskSource, train_iter
 from .space import suggest_config
@@ -58,6 +59,7 @@ def make_objective(
         trial.set_user_attr(TrialAttr.CONFIG, dump_yaml(config.to_dict()))
         trial.set_user_attr(TrialAttr.STRATEGY, config.learner.strategy)
         trial.set_user_attr(TrialAttr.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(TrialAttr.PID_NAMESPACE, pid_namespace())
         result: Result | None = None
         try:
             for record in train_iter(config, device=device, workspace=workspace):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from optuna.trial import TrialState
 
 from .._version import __version__
 from ..config import (
@@ -269,16 +270,19 @@ def _open_study_locked(setup: SearchSetup, force: bool) -> optuna.Study:
         study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage, sampler=sampler,
                                     pruner=pruner, directions=directions, load_if_exists=True)  # a lockless race
     texts, stored = study_file_texts(setup), study_texts(study)
-    if not stored:
+    if set(stored) < set(texts) and all(texts[k] == v for k, v in stored.items()):
+        # a new study, or one whose creation was cut short: the texts are written last, one by one
         for key, value in study_record(setup).items():
             study.set_user_attr(key, value)
-        record_study_texts(study, texts)
         study.set_metric_names(list(spec.objectives))  # Optuna's own name for each objective: dev_loss, …
-        if not study.trials:
+        if all(t.state == TrialState.WAITING and TrialAttr.BASELINE in t.user_attrs for t in study.trials):
+            queued = {t.user_attrs[TrialAttr.BASELINE] for t in study.trials}
             for name in setup.baselines:
-                config = baseline_config(name, spec, setup.study_path)
-                study.enqueue_trial(baseline_params(setup.space, config), user_attrs={TrialAttr.BASELINE: name},
-                                    skip_if_exists=True)
+                if name not in queued:
+                    config = baseline_config(name, spec, setup.study_path)
+                    study.enqueue_trial(baseline_params(setup.space, config), user_attrs={TrialAttr.BASELINE: name},
+                                        skip_if_exists=True)
+        record_study_texts(study, texts)
     elif stored != texts:
         def lines(recorded: dict[str, str]) -> list[str]:
             return "".join(recorded.get(k, "") + "\n" for k in (StudyText.STUDY_FILE, StudyText.SEARCH_SPACE)).splitlines(True)

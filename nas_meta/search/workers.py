@@ -29,9 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import StudySpec, check_arguments, finite, path_or_none, whole
 from ..data import resolve_data_dir
 from ..errors import NasMetaError, StudyFinished, Terminated
-from ..runtime import check_interrupt, die_with_parent, resolve_device, tune_allocator
+from ..runtime import check_interrupt, die_with_parent, pid_namespace, resolve_device, tune_allocator
 from ..storage import grace_seconds, heartbeat_seconds, last_heartbeat, trial_heartbeat
-from ..studies import TrialAttr, counted_trials, trial_line
+from ..studies import TrialAttr, counted_trials, retried_numbers, trial_line
 from ..training import Record, load_workspace
 from .objective import make_objective
 from .setup import SearchSetup, open_study, prepare
@@ -42,6 +42,7 @@ StudyLock = Callable[[], AbstractContextManager[Any]]  # the study lock's factor
 # A candidate that fails in one of these ways is recorded as a failed trial and the search goes on; any other
 # exception is a bug in nas-meta: the trial is failed with the real error, then the exception propagates.
 CANDIDATE_FAILURES: tuple[type[BaseException], ...] = (NasMetaError, torch.OutOfMemoryError, MemoryError, RuntimeError)
+OWN_FAILURES = ("failed", "out_of_memory", "diverged")  # statuses of a trial that failed by itself: never re-run
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], Any],
@@ -78,7 +79,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         raise
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: close the trial and queue it again, then leave
         signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
-        _note(trial, TrialAttr.RETRY_WANTED, True)
+        _note(trial, TrialAttr.RETRY_WANTED, trial.number)
         _note(trial, TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
         if _tell(study, trial, None, TrialState.FAIL) is not None:
             queue_retries(study, lock)
@@ -127,20 +128,25 @@ def requeue(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
 
 
 def queue_retries(study: optuna.Study, lock: StudyLock = nullcontext) -> list[int]:
+    """Under the study lock, :func:`queue_missing_retries`: two workers never queue one trial twice."""
+    with lock():
+        return queue_missing_retries(study)
+
+
+def queue_missing_retries(study: optuna.Study) -> list[int]:
     """Queue again every failed trial that asked to be run again (:data:`TrialAttr.RETRY_WANTED`, written before
-    the trial was failed) and has no retry yet; returns their numbers.
+    the trial was failed) and has no retry yet; returns their numbers. The caller holds the study lock.
 
     Failing a trial and queueing its retry are separate writes: a worker killed between them (SIGKILL after a
-    SIGTERM's grace, a node lost) leaves the retry to whichever worker calls this next. Under the study lock, so
-    two workers never queue one trial twice.
+    SIGTERM's grace, a node lost) leaves the retry to whichever worker calls this next. A trial that ended in a
+    failure of its own meanwhile (its worker recorded a failed status) is not run again.
     """
-    with lock():
-        trials = study.get_trials(deepcopy=False)
-        retried = {t.user_attrs.get(TrialAttr.RETRY_OF) for t in trials}
-        missing = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.RETRY_WANTED)
-                   and t.number not in retried]
-        for trial in missing:
-            requeue(study, trial)
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    missing = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.RETRY_WANTED) == t.number
+               and t.number not in retried and t.user_attrs.get(TrialAttr.STATUS) not in OWN_FAILURES]
+    for trial in missing:
+        requeue(study, trial)
     return [t.number for t in missing]
 
 
@@ -157,13 +163,15 @@ def _alive(pid: int) -> bool:
 def stale_reason(trial: FrozenTrial, now: float, host: str) -> str | None:
     """Why a RUNNING journal trial's worker is gone, or None while it may be alive.
 
-    Gone: its process on this host has exited, or its heartbeat is older than the grace period whoever holds its
-    process id now (PID reuse, containers with a fixed hostname) or wherever it ran (a journal copied from
-    another machine).
+    Gone: its process on this host (and in this PID namespace) has exited, or its heartbeat is older than the grace
+    period whoever holds its process id now (PID reuse) or wherever it ran (a journal copied from another machine,
+    a container with the same hostname but its own process ids).
     """
     worker = str(trial.user_attrs.get(TrialAttr.WORKER, ""))
     worker_host, _, pid = worker.rpartition(":")
-    if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+    namespace = trial.user_attrs.get(TrialAttr.PID_NAMESPACE)
+    same_pids = namespace is None or namespace == pid_namespace()  # (None: a trial from before it was recorded)
+    if worker_host == host and same_pids and pid.isdigit() and not _alive(int(pid)):
         return f"worker {worker} died (found at restart)"
     beat = last_heartbeat(trial)
     grace = grace_seconds()
@@ -185,7 +193,7 @@ def fail_stale_trials(study: optuna.Study, setup: SearchSetup) -> list[int]:
         if reason is None:
             continue
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.RETRY_WANTED, True)
+            study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.RETRY_WANTED, trial.number)
             study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.REASON, reason)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:  # its worker finished it just now
@@ -258,8 +266,8 @@ def run_worker(
         check_interrupt()  # a deferred Ctrl-C or SIGTERM ends the worker here, between trials
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat: fail (and retry) trials of dead workers
         fail_stale_trials(study, setup)  # journal: the same for dead workers on this machine
-        queue_retries(study, setup.lock)  # a worker killed between failing a trial and queueing it again
         with setup.lock():
+            queue_missing_retries(study)  # a worker killed between failing a trial and queueing it again
             trial = None if counted_trials(study) >= n_trials else study.ask()
         if trial is None:
             # The study is full, but a running trial may belong to a worker that died: stay until every running
@@ -326,8 +334,9 @@ def search(
     study = open_study(setup, force=force)
     optuna.storages.fail_stale_trials(study)  # a trial of a dead worker counts only once it has been re-queued
     fail_stale_trials(study, setup)
-    queue_retries(study, setup.lock)  # (a worker killed between failing a trial and queueing it again)
-    existing = counted_trials(study)
+    with setup.lock():
+        queue_missing_retries(study)  # (a worker killed between failing a trial and queueing it again)
+        existing = counted_trials(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if existing >= total and not running:  # (a running trial may be a dead worker's, not yet past its grace)
         raise StudyFinished(

@@ -288,6 +288,39 @@ def test_a_new_study_records_its_files_and_queues_its_baselines_once(tmp_path: P
     assert len(again.get_trials()) == 2  # resuming queues nothing more
 
 
+@pytest.mark.parametrize("cut_after", ["created", "one baseline", "both baselines", "one text"])
+def test_a_study_whose_creation_was_cut_short_is_completed_when_next_opened(tmp_path: Path, cut_after: str) -> None:
+    """A worker killed while it created the study (before the texts, written last, were all recorded): the next
+    one queues the missing baselines, once each, and records the texts, instead of calling the study changed or
+    leaving it without baselines."""
+    study_path = make_study(tmp_path)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    setup = prepare(study_path, storage=storage)
+    study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage)
+    for name in {"created": [], "one baseline": ["maml"], "both baselines": ["maml", "reptile"],
+                 "one text": ["maml", "reptile"]}[cut_after]:
+        config = baseline_config(name, setup.spec, study_path)
+        study.enqueue_trial(baseline_params(setup.space, config), user_attrs={TrialAttr.BASELINE: name})
+    if cut_after == "one text":
+        study._storage.set_study_system_attr(study._study_id, StudyText.STUDY_FILE, study_path.read_text())
+    opened = open_study(prepare(study_path, storage=storage))
+    trials = opened.get_trials()
+    assert [t.user_attrs for t in trials] == [{TrialAttr.BASELINE: "maml"}, {TrialAttr.BASELINE: "reptile"}]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.WAITING] * 2
+    assert study_texts(opened) == {StudyText.STUDY_FILE: study_path.read_text(), StudyText.SEARCH_SPACE: TINY_SPACE_YAML}
+    assert len(open_study(prepare(study_path, storage=storage)).get_trials()) == 2
+
+
+def test_a_study_nas_meta_did_not_create_gets_no_baselines_among_its_trials(tmp_path: Path) -> None:
+    study_path = make_study(tmp_path)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    setup = prepare(study_path, storage=storage)
+    study = optuna.create_study(study_name=setup.study_name, storage=setup.storage.storage)
+    study.optimize(lambda t: t.suggest_float("learner.inner_lr", 0.1, 0.5), n_trials=1)
+    opened = open_study(prepare(study_path, storage=storage))
+    assert [t.state for t in opened.get_trials()] == [optuna.trial.TrialState.COMPLETE]
+
+
 @pytest.mark.parametrize("changed", ["study", "space"])
 def test_resuming_with_another_study_file_or_space_is_refused_unless_forced(tmp_path: Path, changed: str,
                                                                           caplog: pytest.LogCaptureFixture) -> None:

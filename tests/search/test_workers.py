@@ -227,6 +227,24 @@ def test_the_trial_of_a_dead_worker_on_this_host_is_failed_and_queued_again(tmp_
     assert fail_stale_trials(study, setup) == []  # nothing left to fail
 
 
+def test_a_process_id_counts_only_in_the_pid_namespace_it_was_recorded_in(tmp_path: Path) -> None:
+    """Containers sharing a hostname and a journal file each have their own process ids: a worker alive in another
+    container is not called dead because its id is free in this one (its heartbeat decides)."""
+    setup = journal_setup(tmp_path)
+    study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
+    worker = f"{socket.gethostname()}:{_dead_pid()}"
+    numbers = {}
+    for kind, namespace in {"this namespace": workers_module.pid_namespace(), "another": "pid:[1]"}.items():
+        trial = study.ask()
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("pid_namespace", namespace)
+        study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+        numbers[kind] = trial.number
+    assert workers_module.pid_namespace().startswith("pid:[")  # Linux: the test means something here
+    assert fail_stale_trials(study, setup) == [numbers["this namespace"]]
+    assert study.trials[numbers["another"]].state == TrialState.RUNNING
+
+
 def test_the_trial_of_a_worker_whose_heartbeat_stopped_is_failed_wherever_it_ran(tmp_path: Path) -> None:
     setup = journal_setup(tmp_path)
     study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
@@ -520,7 +538,7 @@ def test_search_queues_the_retry_a_worker_killed_after_failing_the_trial_never_q
         finally:
             workers_module.queue_retries = queue_retries
     else:  # fail_stale_trials' writes, without its queueing
-        study._storage.set_trial_user_attr(cut._trial_id, "retry_wanted", True)
+        study._storage.set_trial_user_attr(cut._trial_id, "retry_wanted", cut.number)
         study._storage.set_trial_state_values(cut._trial_id, TrialState.FAIL)
     assert study.trials[1].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.WAITING,))
@@ -537,15 +555,24 @@ def test_search_queues_the_retry_a_worker_killed_after_failing_the_trial_never_q
 def test_queue_retries_queues_each_wanted_retry_once(tmp_path: Path) -> None:
     setup = journal_setup(tmp_path)
     study = optuna.create_study(study_name="tiny", storage=setup.storage.storage)
-    for wanted in (True, False, True):
+    marks: list[dict[str, Any]] = [
+        {"retry_wanted": 0},  # 0: cut off before its retry was queued
+        {},  # 1: an ordinary failure
+        {"retry_wanted": 2},  # 2: cut off too
+        {"retry_wanted": 2},  # 3: a copy of trial 2's marks (Optuna's heartbeat retry copies user attributes)
+        {"retry_wanted": 4, "status": "out_of_memory"},  # 4: failed by itself while another worker marked it
+        {"retry_wanted": 5},  # 5: retried by Optuna's heartbeat (trial 6)
+    ]
+    for attrs in marks:
         trial = study.ask()
         trial.suggest_float("x", 0.0, 1.0)
-        if wanted:
-            trial.set_user_attr("retry_wanted", True)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
         study.tell(trial, state=TrialState.FAIL)
+    study.add_trial(create_trial(state=TrialState.WAITING, system_attrs={"retry_history": [5]}))
     assert workers_module.queue_retries(study, setup.lock) == [0, 2]
     assert workers_module.queue_retries(study, setup.lock) == []  # queued already
-    retries = study.get_trials(states=(TrialState.WAITING,))
+    retries = study.get_trials(states=(TrialState.WAITING,))[1:]
     assert [t.user_attrs for t in retries] == [{"retry_of": 0}, {"retry_of": 2}]
     assert [t.system_attrs["fixed_params"] for t in retries] == [study.trials[0].params, study.trials[2].params]
 
