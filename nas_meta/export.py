@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from .checkpoint import OutputKind, atomic_write, check_output_folder
 from .config import check_arguments, dump_yaml
 from .errors import CheckpointError, ConfigError
 from .report import study_report_html
-from .runtime import check_interrupt, public_mode
+from .runtime import check_interrupt, exchange_paths, public_mode
 from .storage import StorageHandle, as_handle
 from .studies import StudyAttr, TrialAttr, existing_study, fetch_trial_learner, trial_config
 
@@ -180,25 +181,27 @@ def export_study(study_name: str, storage: str, out: str | Path) -> dict[str, An
 
 
 def _swap_in(staging: Path, out: Path) -> bool:
-    """Put the finished export in ``out``'s place by two renames, so that a crash (SIGKILL, power loss) leaves the
-    earlier export or this one, never a mix; False where ``out`` cannot be renamed (a symlink, a mount point) or
-    holds files of its own beside an earlier export (hidden ones, which stay)."""
+    """Put the finished export in ``out``'s place in one atomic step (a new folder renamed, or the two folders
+    exchanged), so that a process killed at any moment leaves the earlier export or this one, never a mix; it keeps
+    ``out``'s mode and group. False (nothing done) where that cannot be: ``out`` is a symlink, holds files of its own
+    beside an earlier export (hidden ones, which stay), holds the working folder, or the system cannot exchange
+    two folders atomically."""
     if out.is_symlink() or (out.is_dir() and any(p.name not in EXPORT_FILES for p in out.iterdir())):
         return False
-    earlier = out.parent / f".{out.name}.earlier-{os.getpid()}"
-    if out.exists():
-        try:
-            os.rename(out, earlier)
-        except OSError:
-            return False
-    try:
+    cwd = Path.cwd().resolve()
+    if out.resolve() in (cwd, *cwd.parents):
+        return False
+    if not out.exists():
         os.rename(staging, out)
+        return True
+    try:
+        old = out.stat()
+        os.chmod(staging, stat.S_IMODE(old.st_mode))
+        if staging.stat().st_gid != old.st_gid:
+            os.chown(staging, -1, old.st_gid)
     except OSError:
-        if earlier.exists():
-            os.rename(earlier, out)  # put the earlier export back
-        raise
-    shutil.rmtree(earlier, ignore_errors=True)
-    return True
+        return False
+    return exchange_paths(staging, out)  # staging now holds the earlier export: the caller removes it
 
 
 def _replace_file_by_file(staging: Path, out: Path, written: list[str]) -> None:

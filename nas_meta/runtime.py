@@ -151,6 +151,19 @@ def home_expanded(path: str | Path) -> Path | None:
         return None
 
 
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``): a process killed
+    at any moment leaves both names in place. False where the system or the file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc >= 2.28 / not Linux
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    return bool(renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0)
+
+
 def pid_namespace() -> str:
     """This process's PID namespace (``pid:[4026531836]`` on Linux, ``""`` where it cannot be read): a process id
     names the same process only within one (containers that share a hostname and a journal file each have their

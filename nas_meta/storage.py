@@ -280,7 +280,7 @@ def open_storage(url: str, *, read_only: bool = False) -> StorageHandle:
             raise StorageError(f"cannot open storage journal:{path}: {err.strerror or err}.") from None
     parsed = _parse_rdb_url(url, shown)
     if parsed.drivername.startswith("sqlite") and parsed.database:
-        database = _home_expanded(parsed.database, shown)
+        database = _home_expanded(sqlite_file(parsed.database), shown)
         _check_file_path(database, shown)
         if read_only and not database.is_file():
             raise StorageError(f"cannot open storage {shown}: no such database file.")
@@ -382,6 +382,14 @@ def _parse_rdb_url(url: str, shown: str) -> URL:
         raise ConfigError(f"--storage {shown!r} is an in-memory database: a study there is lost when the command "
                           "ends. Use a file (sqlite:///runs/study.db) or journal:runs/study.journal.")
     return parsed
+
+
+def sqlite_file(database: str) -> str:
+    """The file of a SQLite URL's database part: a ``file:`` URI (``sqlite:///file:runs/s.db?uri=true``) names it
+    after its scheme, before its query."""
+    if database.startswith("file:"):
+        return unquote(database.removeprefix("file:").split("?", 1)[0])
+    return database
 
 
 def _retry_callback() -> dict[str, Any]:
@@ -555,22 +563,28 @@ class study_lock:
     def __enter__(self) -> None:
         beside = self.handle.journal_path or self._sqlite_path()
         if beside is not None:
-            self._file = open(f"{beside}.asklock", "a")
+            path = f"{beside}.asklock"
+            try:  # read-only is enough for flock: a lock file another user made, a study folder shared read-only
+                self._file = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            except OSError as err:  # a folder nobody here can write: nor can the storage be written, so no race
+                logger.debug("the study lock %s cannot be opened (%s); going on without it", path, err)
+                return
             fcntl.flock(self._file, fcntl.LOCK_EX)
         elif self.handle.url.startswith("postgresql"):
             self._conn = self.handle.storage.engine.connect()
             self._conn.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": self.study_name})
 
     def _sqlite_path(self) -> str | None:
+        """The SQLite database's file (a ``file:`` URI's path without its query), or None."""
         if not self.handle.url.startswith("sqlite"):
             return None
-        database = self.handle.storage.engine.url.database
+        database = sqlite_file(self.handle.storage.engine.url.database or "")
         return database if database and database != ":memory:" else None
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
+            os.close(self._file)
             self._file = None
         if self._conn is not None:
             self._conn.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": self.study_name})

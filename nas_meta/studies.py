@@ -48,7 +48,8 @@ class TrialAttr:
     BASELINE: Final = "baseline"  # the baseline's name, on trials enqueued as baselines
     RETRY_OF: Final = "retry_of"  # the number of the failed trial this one runs again
     RETRY_WANTED: Final = "retry_wanted"  # the trial's own number, written before it is failed to be run again
-    STATUS: Final = "status"  # completed, time_budget, diverged, pruned, out_of_memory, failed
+    STATUS: Final = "status"  # completed, time_budget, diverged, pruned, out_of_memory, failed; running,
+    # interrupted (Ctrl-C, SIGTERM), worker_lost (failed by the stale-trial check)
     REASON: Final = "reason"
     DEV_LOSS: Final = "dev_loss"
     DEV_ACCURACY: Final = "dev_accuracy"
@@ -209,7 +210,12 @@ def fetch_trial_learner(storage: str | StorageHandle | BaseStorage, study_name: 
             raise CheckpointError(f"{where}: its learner cannot be unpacked: the artifact folder {base} is read-only "
                                   f"and the cache folder {target.parent} cannot be made ({err.strerror or err}); set "
                                   "NAS_META_CACHE to a folder you can write.") from None
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    try:
+        unpacking = tempfile.TemporaryDirectory(dir=target.parent)
+    except OSError as err:  # (an existing cache folder this user cannot write)
+        raise CheckpointError(f"{where}: its learner cannot be unpacked into {target.parent} ({err.strerror or err}); "
+                              "set NAS_META_CACHE to a folder you can write.") from None
+    with unpacking as tmp:
         archive = Path(tmp) / "learner.zip"
         try:
             download_artifact(artifact_store=artifact_store(base), file_path=str(archive),

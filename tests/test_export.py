@@ -249,6 +249,24 @@ def test_an_earlier_export_is_swapped_for_the_new_one_as_a_whole(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "studies.journal"]  # nothing left beside it
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_swapped_export_keeps_the_folders_mode_and_the_working_folder(tmp_path: Path, inside: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = quick_study(tmp_path)
+    out = tmp_path / "out"
+    export_study("quick", storage, out)
+    out.chmod(0o700)  # kept private
+    if inside:  # the shell sits in the export folder: it is updated in place, not renamed away
+        monkeypatch.chdir(out)
+    inode = out.stat().st_ino
+    quick_study(tmp_path, values=(0.2,))
+    export_study("quick", storage, out)
+    assert (out.stat().st_mode & 0o777) == 0o700
+    assert (out.stat().st_ino == inode) is inside
+    assert pd.read_csv(out / "trials.csv")["dev_loss"].tolist() == [0.7, 0.4, 0.2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "studies.journal"]
+
+
 def test_a_study_without_trials_gives_a_valid_empty_export(tmp_path: Path) -> None:
     storage = quick_study(tmp_path)
     journal = (tmp_path / "studies.journal").read_bytes()

@@ -19,6 +19,7 @@ import optuna
 import pytest
 
 from nas_meta.errors import ConfigError, StorageError
+import nas_meta.storage as storage_module
 from nas_meta.storage import artifact_store, default_storage_url, open_storage, redact, study_lock, study_names
 
 FORMS = "use journal:PATH (embedded, the default), sqlite:///PATH, or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."
@@ -155,7 +156,8 @@ def _take_lock(url: str, acquired: Any) -> None:
 
 
 @pytest.mark.parametrize(("url", "lock_file"), [("journal:{}/s.journal", "s.journal.asklock"),
-                                                 ("sqlite:///{}/s.db", "s.db.asklock")])
+                                                 ("sqlite:///{}/s.db", "s.db.asklock"),
+                                                 ("sqlite:///file:{}/s.db?uri=true", "s.db.asklock")])
 def test_study_lock_is_reusable_and_excludes_a_second_process(tmp_path: Path, url: str, lock_file: str) -> None:
     url = url.format(tmp_path)
     lock = study_lock(open_storage(url), "s")
@@ -175,6 +177,34 @@ def test_study_lock_is_reusable_and_excludes_a_second_process(tmp_path: Path, ur
     assert other.exitcode == 0
 
 
+
+
+def test_a_sqlite_file_uri_makes_no_folder_named_after_its_scheme(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    handle = open_storage("sqlite:///file:runs/s.db?uri=true")
+    with study_lock(handle, "s"):
+        pass
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["runs", "runs/s.db",
+                                                                                "runs/s.db.asklock"]
+
+
+def test_a_study_lock_where_no_lock_file_can_be_made_goes_on_without_one(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study folder shared read-only (the lock file cannot be made there, nor can the storage be written): the
+    read-only commands that take the lock go on instead of failing with a PermissionError traceback."""
+    handle = open_storage(f"journal:{tmp_path / 's.journal'}")
+    real_open = os.open
+
+    def read_only_folder(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".asklock"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(storage_module.os, "open", read_only_folder)
+    with study_lock(handle, "s"):
+        entered = True
+    assert entered and not (tmp_path / "s.journal.asklock").exists()
 
 
 # -- hostile --storage values: one line, the value shown without its secrets, nothing written --------------------

@@ -235,6 +235,17 @@ def test_fetch_trial_learner_says_so_when_neither_the_study_nor_the_cache_can_be
     assert str(info.value).startswith(f"trial 1 of 's': its learner cannot be unpacked: the artifact folder "
                                       f"{artifacts} is read-only and the cache folder {tmp_path / 'file' / 'cache'}")
     assert "set NAS_META_CACHE to a folder you can write" in str(info.value)
+    monkeypatch.setenv("NAS_META_CACHE", str(tmp_path / "cache"))  # a cache folder that exists, but ...
+    (tmp_path / "cache" / "learners").mkdir(parents=True)
+    monkeypatch.setattr(studies_module.tempfile, "TemporaryDirectory", _refused)  # ... cannot be written
+    with pytest.raises(CheckpointError) as info:
+        fetch_trial_learner(url, "s")
+    assert str(info.value) == (f"trial 1 of 's': its learner cannot be unpacked into {tmp_path / 'cache' / 'learners'} "
+                               "(Permission denied); set NAS_META_CACHE to a folder you can write.")
+
+
+def _refused(*args: Any, **kwargs: Any) -> Any:
+    raise PermissionError(13, "Permission denied")
 
 
 def test_two_processes_unpacking_one_learner_both_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,10 +56,11 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float | Sequence[float]:
         config = trial_config_for(trial, spec, space, study_name)
+        trial.set_user_attr(TrialAttr.STATUS, "running")  # (over a status copied by Optuna's heartbeat retry)
         trial.set_user_attr(TrialAttr.CONFIG, dump_yaml(config.to_dict()))
         trial.set_user_attr(TrialAttr.STRATEGY, config.learner.strategy)
+        trial.set_user_attr(TrialAttr.PID_NAMESPACE, pid_namespace())  # first: the worker is judged with it
         trial.set_user_attr(TrialAttr.WORKER, f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr(TrialAttr.PID_NAMESPACE, pid_namespace())
         result: Result | None = None
         try:
             for record in train_iter(config, device=device, workspace=workspace):

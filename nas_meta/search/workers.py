@@ -67,7 +67,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         _dropped(trial)
         return study._storage.get_trial(trial._trial_id)
     except CANDIDATE_FAILURES as err:
-        if TrialAttr.STATUS not in trial.user_attrs:
+        if trial.user_attrs.get(TrialAttr.STATUS) in (None, "running"):  # the objective recorded no status of its own
             _note(trial, TrialAttr.STATUS, "failed")
         if TrialAttr.REASON not in trial.user_attrs:
             _note(trial, TrialAttr.REASON, _error_text(err))
@@ -80,6 +80,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: close the trial and queue it again, then leave
         signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
         _note(trial, TrialAttr.RETRY_WANTED, trial.number)
+        _note(trial, TrialAttr.STATUS, "interrupted")
         _note(trial, TrialAttr.REASON, f"interrupted ({signal_name}); queued again")
         if _tell(study, trial, None, TrialState.FAIL) is not None:
             queue_retries(study, lock)
@@ -143,11 +144,17 @@ def queue_missing_retries(study: optuna.Study) -> list[int]:
     """
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    missing = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.RETRY_WANTED) == t.number
-               and t.number not in retried and t.user_attrs.get(TrialAttr.STATUS) not in OWN_FAILURES]
+    missing = [t for t in trials if t.state == TrialState.FAIL and _marked(t) and t.number not in retried
+               and t.user_attrs.get(TrialAttr.STATUS) not in OWN_FAILURES]
     for trial in missing:
         requeue(study, trial)
     return [t.number for t in missing]
+
+
+def _marked(trial: FrozenTrial) -> bool:
+    """Whether the trial itself asked to be run again (a copy of another trial's attributes does not count)."""
+    mark = trial.user_attrs.get(TrialAttr.RETRY_WANTED)
+    return type(mark) is int and mark == trial.number
 
 
 def _alive(pid: int) -> bool:
@@ -195,6 +202,7 @@ def fail_stale_trials(study: optuna.Study, setup: SearchSetup) -> list[int]:
         try:
             study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.RETRY_WANTED, trial.number)
             study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.REASON, reason)
+            study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.STATUS, "worker_lost")
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:  # its worker finished it just now
             continue
@@ -264,9 +272,9 @@ def run_worker(
 
     while deadline is None or deadline - time.monotonic() > 0:
         check_interrupt()  # a deferred Ctrl-C or SIGTERM ends the worker here, between trials
-        optuna.storages.fail_stale_trials(study)  # RDB heartbeat: fail (and retry) trials of dead workers
-        fail_stale_trials(study, setup)  # journal: the same for dead workers on this machine
-        with setup.lock():
+        fail_stale_trials(study, setup)  # journal: fail and queue again the trials of dead workers
+        with setup.lock():  # (Optuna's heartbeat fails a trial, then queues it: under the lock the check below
+            optuna.storages.fail_stale_trials(study)  # never sees it in between) RDB: the same, by Optuna's heartbeat
             queue_missing_retries(study)  # a worker killed between failing a trial and queueing it again
             trial = None if counted_trials(study) >= n_trials else study.ask()
         if trial is None:
@@ -332,9 +340,9 @@ def search(
     total = n_trials if n_trials is not None else setup.spec.n_trials
     timeout = timeout if timeout is not None else setup.spec.timeout
     study = open_study(setup, force=force)
-    optuna.storages.fail_stale_trials(study)  # a trial of a dead worker counts only once it has been re-queued
-    fail_stale_trials(study, setup)
+    fail_stale_trials(study, setup)  # a trial of a dead worker counts only once it has been re-queued
     with setup.lock():
+        optuna.storages.fail_stale_trials(study)  # (RDB: Optuna's heartbeat)
         queue_missing_retries(study)  # (a worker killed between failing a trial and queueing it again)
         existing = counted_trials(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -338,7 +338,7 @@ def test_an_interrupt_inside_a_trial_fails_it_and_queues_it_again(workspace: Any
     interrupted, retry = study.trials
     assert interrupted.state == TrialState.FAIL and interrupted.values is None
     assert interrupted.user_attrs["reason"] == f"interrupted ({signal_name}); queued again"
-    assert "artifact_id" not in interrupted.user_attrs and "status" not in interrupted.user_attrs
+    assert "artifact_id" not in interrupted.user_attrs and interrupted.user_attrs["status"] == "interrupted"
     assert interrupted.intermediate_values == {}  # the half-trained learner was never scored
     assert [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()] == []  # no learner kept
     assert retry.state == TrialState.WAITING and retry.user_attrs == {"retry_of": 0}
