@@ -15,7 +15,6 @@ The run's raw records (the config, and the test accuracy after every ``--every``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -23,20 +22,14 @@ import torch
 
 from nas_meta.config import load_train_config
 from nas_meta.training import load_workspace
-from quality_matrix import ROOT, curve
+from quality_matrix import DRY_RUN_TIMES, add_curve_arguments, curve, dry_run_config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="a train config (YAML)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    parser.add_argument("--minutes", type=float, default=60.0, help="meta-training (default: 60)")
-    parser.add_argument("--every", type=float, default=15.0, help="minutes between test scorings (default: 15)")
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--data")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lake"))
-    parser.add_argument("--dry-run", action="store_true", help="tiny network, seconds not minutes (CI)")
+    add_curve_arguments(parser, minutes=60.0, every=15.0, out="lake")
     args = parser.parse_args()
     config = load_train_config(args.config, args.set)
     if config.task.family_info.regression:
@@ -44,11 +37,8 @@ def main() -> None:
                      "benchmarks/sinusoid.py measures it")
     seconds, every, episodes = args.minutes * 60, args.every * 60, args.episodes
     if args.dry_run:
-        seconds, every, episodes = 2.0, 1.0, 4
-        config = dataclasses.replace(
-            config, architecture=dataclasses.replace(config.architecture, channels=8, blocks=2),
-            learner=dataclasses.replace(config.learner, meta_batch=2, test_steps=1),
-            evaluation=dataclasses.replace(config.evaluation, batch=4))
+        seconds, every, episodes = DRY_RUN_TIMES
+        config = dry_run_config(config)
     device = torch.device(args.device)
     print(f"{config.name}: {seconds / 60:.1f} min, scored on {episodes} test episodes every {every / 60:.1f} min",
           flush=True)

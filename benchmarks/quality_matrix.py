@@ -92,6 +92,28 @@ def curve(config: TrainConfig, seconds: float, every: float, episodes: int, work
     return {"config": config.to_dict(), "status": end.status, "points": points}
 
 
+DRY_RUN_TIMES = (2.0, 1.0, 4)  # seconds of training, seconds between scorings, test episodes
+
+
+def dry_run_config(config: TrainConfig) -> TrainConfig:
+    """``config`` shrunk for a dry run (CI): a tiny network, a small meta-batch, one adaptation step."""
+    return dataclasses.replace(
+        config, architecture=dataclasses.replace(config.architecture, channels=8, blocks=2),
+        learner=dataclasses.replace(config.learner, meta_batch=2, test_steps=1),
+        evaluation=dataclasses.replace(config.evaluation, batch=4))
+
+
+def add_curve_arguments(parser: argparse.ArgumentParser, *, minutes: float, every: float, out: str) -> None:
+    """The options of a curve run: its length, scoring, data, device, output folder and dry run."""
+    parser.add_argument("--minutes", type=float, default=minutes, help=f"meta-training per run (default: {minutes:g})")
+    parser.add_argument("--every", type=float, default=every, help=f"minutes between test scorings (default: {every:g})")
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--data")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out))
+    parser.add_argument("--dry-run", action="store_true", help="tiny networks, seconds not minutes (CI)")
+
+
 def figure_html(runs: dict[str, dict[str, Any]]) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -143,13 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default="5w1s,20w1s")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--minutes", type=float, default=15.0, help="meta-training per run (default: 15)")
-    parser.add_argument("--every", type=float, default=3.0, help="minutes between test scorings (default: 3)")
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--data")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality_matrix"))
-    parser.add_argument("--dry-run", action="store_true", help="tiny networks, seconds not minutes (CI)")
+    add_curve_arguments(parser, minutes=15.0, every=3.0, out="quality_matrix")
     parser.add_argument("--report", action="store_true", help="only rebuild the table and figure from OUT's runs")
     args = parser.parse_args()
     if args.report:
@@ -157,7 +173,7 @@ def main() -> None:
         return
     seconds, every, episodes = args.minutes * 60, args.every * 60, args.episodes
     if args.dry_run:
-        seconds, every, episodes = 2.0, 1.0, 4
+        seconds, every, episodes = DRY_RUN_TIMES
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -167,10 +183,7 @@ def main() -> None:
         for strategy in args.strategies.split(","):
             config = run_config(setting, strategy)
             if args.dry_run:
-                config = dataclasses.replace(
-                    config, architecture=dataclasses.replace(config.architecture, channels=8, blocks=2),
-                    learner=dataclasses.replace(config.learner, meta_batch=2, test_steps=1),
-                    evaluation=dataclasses.replace(config.evaluation, batch=4))
+                config = dry_run_config(config)
             print(f"{setting} {strategy}: {seconds / 60:.1f} min", flush=True)
             if config.data not in workspaces:  # Omniglot loaded once per data setting, not once per run
                 workspaces[config.data] = load_workspace(config, args.data, device)

@@ -151,6 +151,15 @@ def queue_missing_retries(study: optuna.Study) -> list[int]:
     return [t.number for t in missing]
 
 
+def settled_count(study: optuna.Study) -> int:
+    """The study's :func:`counted_trials` once every failed trial that is to run again has its retry queued. The
+    caller holds the study lock: Optuna's heartbeat (RDB storages) fails a dead worker's trial, then queues its
+    retry, and under the lock no other worker sees the trial in between."""
+    optuna.storages.fail_stale_trials(study)
+    queue_missing_retries(study)  # a worker killed between failing a trial and queueing it again
+    return counted_trials(study)
+
+
 def _marked(trial: FrozenTrial) -> bool:
     """Whether the trial itself asked to be run again (a copy of another trial's attributes does not count)."""
     mark = trial.user_attrs.get(TrialAttr.RETRY_WANTED)
@@ -273,10 +282,8 @@ def run_worker(
     while deadline is None or deadline - time.monotonic() > 0:
         check_interrupt()  # a deferred Ctrl-C or SIGTERM ends the worker here, between trials
         fail_stale_trials(study, setup)  # journal: fail and queue again the trials of dead workers
-        with setup.lock():  # (Optuna's heartbeat fails a trial, then queues it: under the lock the check below
-            optuna.storages.fail_stale_trials(study)  # never sees it in between) RDB: the same, by Optuna's heartbeat
-            queue_missing_retries(study)  # a worker killed between failing a trial and queueing it again
-            trial = None if counted_trials(study) >= n_trials else study.ask()
+        with setup.lock():
+            trial = None if settled_count(study) >= n_trials else study.ask()
         if trial is None:
             # The study is full, but a running trial may belong to a worker that died: stay until every running
             # trial has finished or been failed (and re-queued) by its heartbeat, so none is lost.
@@ -342,9 +349,7 @@ def search(
     study = open_study(setup, force=force)
     fail_stale_trials(study, setup)  # a trial of a dead worker counts only once it has been re-queued
     with setup.lock():
-        optuna.storages.fail_stale_trials(study)  # (RDB: Optuna's heartbeat)
-        queue_missing_retries(study)  # (a worker killed between failing a trial and queueing it again)
-        existing = counted_trials(study)
+        existing = settled_count(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if existing >= total and not running:  # (a running trial may be a dead worker's, not yet past its grace)
         raise StudyFinished(

@@ -484,6 +484,18 @@ def test_a_surviving_worker_reruns_the_trial_of_a_killed_one(tmp_path: Path, omn
     assert any(t.system_attrs.get("failed_trial") == killed[0].number for t in finished)
 
 
+def _tiny_study_with_one_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str, optuna.Study]:
+    """A tiny study on a journal file holding one completed trial (no Omniglot needed): its file, storage, study."""
+    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)
+    study_path = write_tiny_study(tmp_path)
+    storage = f"journal:{tmp_path / 'tiny.journal'}"
+    study = open_study(prepare(study_path, storage=storage))
+    distribution = optuna.distributions.FloatDistribution(0.1, 0.5)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={"learner.inner_lr": 0.2},
+                                 distributions={"learner.inner_lr": distribution}))
+    return study_path, storage, study
+
+
 # -- regression: a killed last trial is re-run, not counted as done ------------------------------------
 
 @pytest.mark.usefixtures("synthetic_data")
@@ -491,13 +503,7 @@ def test_search_reruns_the_last_trial_of_a_killed_worker_instead_of_saying_the_s
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The study holds n_trials trials, the last one RUNNING for a SIGKILLed worker on this host: ``search`` fails
     it, queues it again and runs the retry (it used to say "already holds 2 trials" and leave it RUNNING)."""
-    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)  # no Omniglot needed
-    study_path = write_tiny_study(tmp_path)
-    storage = f"journal:{tmp_path / 'tiny.journal'}"
-    study = open_study(prepare(study_path, storage=storage))
-    distribution = optuna.distributions.FloatDistribution(0.1, 0.5)
-    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={"learner.inner_lr": 0.2},
-                                 distributions={"learner.inner_lr": distribution}))
+    study_path, storage, study = _tiny_study_with_one_result(tmp_path, monkeypatch)
     killed = study.ask()
     lr = killed.suggest_float("learner.inner_lr", 0.1, 0.5)
     worker = f"{socket.gethostname()}:{_dead_pid()}"
@@ -519,13 +525,7 @@ def test_search_queues_the_retry_a_worker_killed_after_failing_the_trial_never_q
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failed_by: str) -> None:
     """Failing a trial and queueing its retry are two writes: a SIGKILL between them (a stale check's worker, or
     the trial's own worker after a SIGTERM) left a FAIL trial that counted as a result and was never run again."""
-    monkeypatch.setattr(workers_module, "resolve_data_dir", lambda data: tmp_path)  # no Omniglot needed
-    study_path = write_tiny_study(tmp_path)
-    storage = f"journal:{tmp_path / 'tiny.journal'}"
-    study = open_study(prepare(study_path, storage=storage))
-    distribution = optuna.distributions.FloatDistribution(0.1, 0.5)
-    study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0, params={"learner.inner_lr": 0.2},
-                                 distributions={"learner.inner_lr": distribution}))
+    study_path, storage, study = _tiny_study_with_one_result(tmp_path, monkeypatch)
     cut = study.ask()
     lr = cut.suggest_float("learner.inner_lr", 0.1, 0.5)
     cut.set_user_attr("baseline", "maml")
